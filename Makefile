@@ -1,0 +1,28 @@
+# Two entry points, both from a fresh clone: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TRIALS ?= 200
+DATA_DIR ?= $(if $(HPSEARCH_DATA_DIR),$(HPSEARCH_DATA_DIR),$(wildcard ../shared/data))
+
+.PHONY: setup run test bench clean
+
+$(BIN)/hpsearch: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/hpsearch
+
+# The main job: the fashion-lenet search on the default SQLite storage (./hpsearch.db).
+run: setup
+	$(BIN)/hpsearch run fashion-lenet --trials $(TRIALS) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+test: setup
+	HPSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/python -m pytest
+
+bench: setup
+	HPSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/lenet_epoch.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

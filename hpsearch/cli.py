@@ -1,0 +1,167 @@
+"""The ``hpsearch`` command line. Bad input ends in one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from hpsearch import __version__
+from hpsearch.algorithms import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
+from hpsearch.errors import StudyAborted, UsageError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + error
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be greater than 0")
+    return value
+
+
+def _storage_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", metavar="URL",
+                   help="SQLAlchemy URL of the study database (default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db)")
+    p.add_argument("--study-name", metavar="NAME", help="name of the study in the storage (default: the study's own name)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hpsearch", description="Optuna hyperparameter searches for PyTorch image models.")
+    parser.add_argument("--version", action="version", version=f"hpsearch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="search a study until it holds --trials finished trials",
+                         description="Search STUDY until the stored study holds N finished (complete or pruned) "
+                                     "trials; rerunning continues where an interrupted run stopped.")
+    run.add_argument("study", metavar="STUDY", help="a study name from 'hpsearch list'")
+    run.add_argument("--trials", type=_positive_int, required=True, metavar="N",
+                     help="finished trials the study holds when the command ends")
+    _storage_options(run)
+    run.add_argument("--epochs", type=_positive_int, metavar="E", help="max epochs per trial (default: the study's)")
+    run.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER, help=f"default: {DEFAULT_SAMPLER}")
+    run.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER, help=f"default: {DEFAULT_PRUNER}")
+    run.add_argument("--seed", type=int, help="seed of the sampler and of each trial's training (trial seed = seed + number)")
+    run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)")
+    run.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $HPSEARCH_DATA_DIR, else ./data)")
+    run.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N training examples (smoke runs)")
+    run.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="stop starting trials after this long")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="fixed",
+                     help="fix a parameter instead of searching it (repeatable)")
+
+    sub.add_parser("list", help="list the registered studies")
+
+    show = sub.add_parser("show", help="trial counts, best value and top trials of a stored study")
+    show.add_argument("study", metavar="STUDY", help="a study name from 'hpsearch list'")
+    _storage_options(show)
+    show.add_argument("--top", type=_positive_int, default=10, metavar="K", help="rows in the table of best trials (default: 10)")
+    return parser
+
+
+def cmd_run(args) -> None:
+    from hpsearch import data, registry, runner, space, storage
+
+    spec = registry.get(args.study)
+    fixed = space.parse_fixed(args.fixed, spec.space, spec.name)
+    cfg = runner.RunConfig(
+        spec=spec,
+        trials=args.trials,
+        storage_url=storage.resolve_url(args.storage),
+        study_name=args.study_name or spec.name,
+        epochs=args.epochs or spec.max_epochs,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        device=runner.resolve_device(args.device),
+        data_root=data.data_dir(args.data_dir),
+        seed=args.seed,
+        subset=args.subset,
+        timeout=args.timeout,
+        fixed=fixed,
+    )
+    runner.run(cfg)
+
+
+def cmd_list(args) -> None:
+    from hpsearch import registry
+
+    rows = [("study", "dataset", "model family", "metric", "direction", "epochs")]
+    rows += [(s.name, s.dataset, s.model_family, s.metric, s.direction, str(s.max_epochs)) for s in registry.all_specs().values()]
+    print(_table(rows))
+
+
+def cmd_show(args) -> None:
+    from hpsearch import registry, runner, storage
+    from optuna.trial import TrialState
+
+    spec = registry.get(args.study)
+    url = storage.resolve_url(args.storage)
+    study = runner.open_study(spec, url, args.study_name or spec.name)
+    trials = study.get_trials(deepcopy=False)
+    order = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
+    counts = ", ".join(f"{state.name} {sum(t.state == state for t in trials)}" for state in order)
+    print(f"study {study.study_name} ({spec.name}) in {storage.mask(url)}: {spec.direction} {spec.metric}")
+    print(f"trials: {len(trials)} ({counts})")
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        print("no complete trial yet")
+        return
+    best = study.best_trial
+    print(f"best value: {best.value:.4f} (trial {best.number})")
+    print("best params: " + " ".join(f"{k}={runner.format_value(v)}" for k, v in best.params.items()))
+    ranked = sorted(complete, key=lambda t: t.value, reverse=spec.direction == "maximize")[: args.top]
+    keys = sorted({k for t in ranked for k in t.params})
+    rows = [("trial", "value", "epochs", "seconds", *keys)]
+    for t in ranked:
+        seconds = f"{t.duration.total_seconds():.1f}" if t.duration else ""
+        rows.append((str(t.number), f"{t.value:.4f}", str(len(t.intermediate_values)), seconds,
+                     *(runner.format_value(t.params[k]) if k in t.params else "-" for k in keys)))
+    print(f"top {len(ranked)}:")
+    print(_table(rows))
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "show": cmd_show}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"hpsearch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("hpsearch: interrupted; finished trials are stored, run the same command again to continue",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except StudyAborted as exc:
+        print(f"hpsearch: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""Runs a study: creates or resumes it, enqueues the report's baseline, and keeps asking
+for trials until the study holds ``trials`` finished ones (COMPLETE or PRUNED).
+
+Only this module and the objective glue in it speak Optuna; ``hpsearch.train`` gets plain
+parameters and a per-epoch callback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+import models
+from hpsearch import data as datasets
+from hpsearch.algorithms import make_pruner, make_sampler
+from hpsearch.errors import StudyAborted, UsageError
+from hpsearch.spec import StudySpec
+from hpsearch.storage import mask, open_storage
+from hpsearch.train import Diverged, EpochResult, fit
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+MAX_CONSECUTIVE_FAILURES = 3
+
+
+@dataclass
+class RunConfig:
+    spec: StudySpec
+    trials: int
+    storage_url: str
+    study_name: str
+    epochs: int
+    sampler: str
+    pruner: str
+    device: torch.device
+    data_root: Path
+    seed: int | None = None
+    subset: int | None = None
+    timeout: float | None = None
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(text: str) -> torch.device:
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"--device {text!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise UsageError(f"--device {text}: no CUDA GPU is visible here; use --device cpu (or auto)")
+        if (device.index or 0) >= count:
+            raise UsageError(f"--device {text}: only {count} GPU(s) visible (cuda:0 to cuda:{count - 1})")
+    elif device.type != "cpu":
+        raise UsageError(f"--device {text!r}: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def count_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def open_study(
+    spec: StudySpec,
+    storage_url: str,
+    study_name: str,
+    *,
+    create: bool = False,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> optuna.Study:
+    """Load the study (or create it when ``create``), refusing one made for another metric."""
+    storage = open_storage(storage_url)
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        if not create:
+            raise UsageError(f"no study {study_name!r} in {mask(storage_url)}; start one with 'hpsearch run {spec.name}'") from None
+        study_id = None
+    if study_id is not None:
+        attrs = storage.get_study_user_attrs(study_id)
+        directions = [d.name.lower() for d in storage.get_study_directions(study_id)]
+        if directions != [spec.direction] or attrs.get("metric", spec.metric) != spec.metric:
+            raise UsageError(
+                f"study {study_name!r} in {mask(storage_url)} was made to {'/'.join(directions)} "
+                f"{attrs.get('metric', 'an unknown metric')}, not to {spec.direction} {spec.metric}; "
+                "choose another --study-name"
+            )
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, direction=spec.direction,
+        sampler=sampler, pruner=pruner, load_if_exists=True,
+    )
+    if study_id is None:
+        for key, value in {"hpsearch_study": spec.name, "metric": spec.metric, "dataset": spec.dataset}.items():
+            study.set_user_attr(key, value)
+    return study
+
+
+def run(cfg: RunConfig, out: TextIO | None = None) -> optuna.Study:
+    """Run ``cfg.spec`` until the study holds ``cfg.trials`` finished trials (or the timeout).
+
+    Rerunning the same command after an interruption continues: finished trials are kept
+    and counted. Trials that fail (an exception) are recorded as FAIL and do not count;
+    ``MAX_CONSECUTIVE_FAILURES`` in a row raise StudyAborted.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # Data first: when it is missing, nothing has been written to the storage yet.
+    data = datasets.load(cfg.spec.dataset, cfg.device, cfg.data_root, subset=cfg.subset)
+    study = open_study(
+        cfg.spec, cfg.storage_url, cfg.study_name, create=True,
+        sampler=make_sampler(cfg.sampler, cfg.seed, cfg.fixed), pruner=make_pruner(cfg.pruner, cfg.epochs),
+    )
+    if not study.get_trials(deepcopy=False):
+        study.enqueue_trial(
+            {**cfg.spec.baseline, **cfg.fixed},
+            user_attrs={"baseline": cfg.spec.baseline_source},
+            skip_if_exists=True,
+        )
+
+    progress = _Progress(cfg, out)
+    objective = make_objective(cfg, data, progress)
+    deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
+    progress.header(study, len(data.train), len(data.val))
+    while (finished := count_finished(study)) < cfg.trials and not progress.failures_exhausted:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            break
+        study.optimize(
+            objective,
+            n_trials=cfg.trials - finished,
+            timeout=remaining,
+            catch=(Exception,),
+            callbacks=[progress.trial_done, optuna.study.MaxTrialsCallback(cfg.trials, states=FINISHED)],
+            gc_after_trial=False,
+        )
+    if progress.failures_exhausted:
+        raise StudyAborted(
+            f"{MAX_CONSECUTIVE_FAILURES} trials in a row failed, the last with: {progress.last_failure}; "
+            f"the {count_finished(study)} finished trials are stored"
+        )
+    progress.footer(study)
+    return study
+
+
+def make_objective(cfg: RunConfig, data: datasets.SearchData, progress: "_Progress") -> Callable[[optuna.Trial], float]:
+    """The objective: build the trial's model, train it, report every epoch, and record in
+    the trial's user attributes its seed, model, size and why it ended."""
+    spec = cfg.spec
+
+    def train_trial(trial: optuna.Trial) -> float:
+        params = spec.space(trial)
+        # Without --seed each trial draws its own; either way it is stored, for reruns.
+        seed = cfg.seed + trial.number if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
+        model_name, model_kwargs = spec.model(params)
+        for key, value in {"seed": seed, "model": model_name, "model_kwargs": model_kwargs}.items():
+            trial.set_user_attr(key, value)
+        torch.manual_seed(seed)
+        model = models.create(model_name, **model_kwargs).to(cfg.device)
+        trial.set_user_attr("n_params", sum(p.numel() for p in model.parameters()))
+        progress.start(trial)
+
+        def report(result: EpochResult) -> None:
+            trial.report(result.value, result.epoch)
+            progress.epoch(trial, result)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {result.epoch}")
+
+        try:
+            result = fit(model, data, spec.recipe(params, epochs=cfg.epochs, seed=seed), report)
+        except Diverged as exc:
+            raise optuna.TrialPruned(f"diverged: {exc}") from None
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("epoch_seconds", sum(r.seconds for r in result.history) / len(result.history))
+        return result.best_value
+
+    def objective(trial: optuna.Trial) -> float:
+        try:
+            value = train_trial(trial)
+        except optuna.TrialPruned as exc:
+            trial.set_user_attr("ended", str(exc))
+            raise
+        except Exception as exc:
+            trial.set_user_attr("ended", f"failed: {type(exc).__name__}: {exc}")
+            raise
+        trial.set_user_attr("ended", "complete")
+        return value
+
+    return objective
+
+
+def format_value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class _Progress:
+    """Terminal progress: one line per trial start, per epoch and per trial end."""
+
+    def __init__(self, cfg: RunConfig, out: TextIO):
+        self.cfg, self.out = cfg, out
+        self.consecutive_failures = 0
+        self.last_failure = ""
+
+    @property
+    def failures_exhausted(self) -> bool:
+        return self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out or sys.stdout, flush=True)
+
+    def header(self, study: optuna.Study, n_train: int, n_val: int) -> None:
+        cfg = self.cfg
+        self.say(
+            f"study {study.study_name} ({cfg.spec.name}) in {mask(cfg.storage_url)}: "
+            f"{count_finished(study)}/{cfg.trials} trials finished; {cfg.spec.direction} {cfg.spec.metric}; "
+            f"{n_train} train / {n_val} validation images on {cfg.device}; "
+            f"sampler {cfg.sampler}, pruner {cfg.pruner}, up to {cfg.epochs} epochs"
+        )
+
+    def start(self, trial: optuna.Trial) -> None:
+        params = " ".join(f"{k}={format_value(v)}" for k, v in trial.params.items())
+        self.say(f"trial {trial.number}: {params}")
+
+    def epoch(self, trial: optuna.Trial, result: EpochResult) -> None:
+        self.say(
+            f"  trial {trial.number} epoch {result.epoch}/{self.cfg.epochs}: "
+            f"{self.cfg.spec.metric} {result.value:.4f}  loss {result.train_loss:.4f}  {result.seconds:.1f}s"
+        )
+
+    def trial_done(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL:
+            self.consecutive_failures += 1
+            self.last_failure = trial.user_attrs.get("ended", "failed: unknown error")
+            outcome = self.last_failure
+            if self.failures_exhausted:
+                study.stop()
+        else:
+            self.consecutive_failures = 0
+            if trial.state == TrialState.COMPLETE:
+                outcome = f"complete, {self.cfg.spec.metric} {trial.value:.4f} (best epoch {trial.user_attrs.get('best_epoch')})"
+            else:
+                outcome = trial.user_attrs.get("ended", "pruned")
+        try:
+            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
+        except ValueError:
+            best = "no complete trial yet"
+        self.say(f"trial {trial.number} {outcome} | {best} | {count_finished(study)}/{self.cfg.trials} finished")
+
+    def footer(self, study: optuna.Study) -> None:
+        finished = count_finished(study)
+        if finished < self.cfg.trials:
+            self.say(f"stopped at the timeout with {finished}/{self.cfg.trials} trials finished; run again to continue")
+        try:
+            best = study.best_trial
+        except ValueError:
+            return
+        params = " ".join(f"{k}={format_value(v)}" for k, v in best.params.items())
+        self.say(f"best {self.cfg.spec.metric} {best.value:.4f} in trial {best.number}: {params}")

@@ -1,0 +1,71 @@
+"""Storage URLs: the default, validation, password masking, and the Optuna storage itself."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import make_url
+
+from hpsearch.errors import UsageError
+
+DEFAULT_URL = "sqlite:///hpsearch.db"
+HEARTBEAT_SECONDS = 60
+GRACE_SECONDS = 180
+MAX_RETRY = 3
+
+
+def resolve_url(explicit: str | None = None) -> str:
+    """``--storage``, else ``$HPSEARCH_STORAGE``, else an SQLite file in the working directory."""
+    return explicit or os.environ.get("HPSEARCH_STORAGE") or DEFAULT_URL
+
+
+def mask(url: str) -> str:
+    """The URL with any password replaced by ***, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable storage URL>"
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage for ``url`` with heartbeats on, so a trial whose worker died is
+    failed and re-queued (up to ``MAX_RETRY`` times) by the next worker that starts a trial.
+
+    Raises UsageError, with the password masked, when the URL is malformed or the database
+    cannot be opened. An SQLite file is created only when its folder exists.
+    """
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise UsageError(
+            f"malformed storage URL {url!r}: use an SQLAlchemy URL such as sqlite:///hpsearch.db "
+            "or postgresql+psycopg://user:password@host/dbname"
+        ) from None
+    engine_kwargs = {}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            folder = Path(parsed.database).expanduser().resolve().parent
+            if not folder.is_dir():
+                raise UsageError(f"cannot open storage {mask(url)}: folder {folder} does not exist; create it or choose another path")
+        # Waiting on a lock beats failing on it when several workers share the file.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+            )
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = reason.replace(url, mask(url))
+        if parsed.password:
+            reason = reason.replace(parsed.password, "***")
+        raise UsageError(f"cannot open storage {mask(url)}: {reason}") from None

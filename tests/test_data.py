@@ -1,0 +1,43 @@
+import numpy as np
+import torch
+
+from hpsearch import data
+from synthetic import learnable_images
+
+
+def test_idx_gz_files_are_read_by_torchvision_reader_and_extracted_into_the_cache(fashion_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("HPSEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    before = sorted(p.name for p in (fashion_root / "FashionMNIST" / "raw").iterdir())
+
+    train = data.read("fashion_mnist", "train", fashion_root)
+    test = data.read("fashion_mnist", "test", fashion_root)
+
+    images, labels = learnable_images(600, seed=0)
+    assert train.images.shape == (600, 1, 28, 28) and train.images.dtype == torch.uint8
+    assert torch.equal(train.images[:, 0], torch.from_numpy(images))
+    assert torch.equal(train.labels, torch.from_numpy(labels.astype(np.int64)))
+    assert test.images.shape == (100, 1, 28, 28)
+    assert train.classes[0] == "T-shirt/top" and len(train.classes) == 10
+    # The source folder is left as it was (it may be read-only); extraction went to the cache.
+    assert sorted(p.name for p in (fashion_root / "FashionMNIST" / "raw").iterdir()) == before
+    assert list((tmp_path / "cache").rglob("train-images-idx3-ubyte"))
+
+
+def test_search_split_holds_out_a_fixed_sixth_and_never_touches_test(fashion_root):
+    loaded = data.load("fashion_mnist", torch.device("cpu"), fashion_root, split_seed=0)
+    assert len(loaded.train) == 500 and len(loaded.val) == 100
+    again = data.load("fashion_mnist", torch.device("cpu"), fashion_root, split_seed=0)
+    assert again is loaded  # loaded once per process
+
+    train = data.read("fashion_mnist", "train", fashion_root)
+    normalised = data.normalize(train.images, data.DATASETS["fashion_mnist"].mean, data.DATASETS["fashion_mnist"].std)
+    rows = {tuple(x.flatten().tolist()[:40]) for x in normalised}
+    # Every validation and training image comes from the official training split.
+    assert all(tuple(x.flatten().tolist()[:40]) in rows for x in loaded.val.x)
+    assert loaded.train.x.dtype == torch.float32
+    assert abs(float(loaded.train.x.mean())) < 1.5  # standardised, not raw 0..255
+
+
+def test_subset_takes_the_first_examples(fashion_root):
+    loaded = data.load("fashion_mnist", torch.device("cpu"), fashion_root, subset=120)
+    assert len(loaded.train) + len(loaded.val) == 120 and len(loaded.val) == 20

@@ -1,0 +1,38 @@
+import pytest
+
+from hpsearch import registry, space
+from hpsearch.errors import UsageError
+
+SPEC = registry.get("fashion-lenet")
+
+
+def test_probe_finds_conditional_parameters():
+    found = space.distributions(SPEC.space)
+    assert {"lr", "batch_size", "momentum", "weight_decay", "lr_step_size", "lr_gamma", "c1", "c2", "c3"} <= set(found)
+    assert found["lr"].low == 1e-4 and found["lr"].high == 1e-1 and found["lr"].log
+    assert found["batch_size"].low == 10 and found["batch_size"].high == 1280
+    assert found["lr_step_size"].low == 100 and found["lr_step_size"].high == 3200
+
+
+def test_parse_fixed_types_values():
+    fixed = space.parse_fixed(["lr=0.01", "batch_norm=true", "c1=8", "optimizer=sgd"], SPEC.space, SPEC.name)
+    assert fixed == {"lr": 0.01, "batch_norm": True, "c1": 8, "optimizer": "sgd"}
+    assert isinstance(fixed["c1"], int)
+
+
+@pytest.mark.parametrize("item, words", [
+    ("lr", "KEY=VALUE"),
+    ("nope=1", "no parameter 'nope'"),
+    ("lr=5", "outside lr's range"),
+    ("lr=fast", "must be a number"),
+    ("c1=2.5", "must be an integer"),
+    ("pooling=min", "must be one of avg, max"),
+])
+def test_parse_fixed_rejects_bad_assignments(item, words):
+    with pytest.raises(UsageError, match=words):
+        space.parse_fixed([item], SPEC.space, SPEC.name)
+
+
+def test_baseline_is_inside_the_space():
+    # Each baseline value must be accepted as a --set value, or enqueueing it would fail.
+    space.parse_fixed([f"{k}={v}" for k, v in SPEC.baseline.items()], SPEC.space, SPEC.name)
