@@ -38,3 +38,6 @@ def names() -> list[str]:
 
 # Importing the definition modules fills the registry.
 from models import lenet  # noqa: E402,F401
+from models import resnet  # noqa: E402,F401
+from models import mlp  # noqa: E402,F401
+from models import autoencoders  # noqa: E402,F401
