@@ -27,3 +27,21 @@ def real_data_dir() -> Path:
     if not root or not (Path(root) / "FashionMNIST" / "raw").is_dir():
         pytest.skip("real data absent: set HPSEARCH_DATA_DIR to a folder with FashionMNIST/raw (CI: ../shared/data)")
     return Path(root)
+
+
+@pytest.fixture
+def without_md5_checks(monkeypatch):
+    """Synthetic files cannot have the official md5 sums, so the tests replace only
+    torchvision's md5 comparison: ``check_integrity`` as imported by the CIFAR10 reader
+    (used by CIFAR10._check_integrity for the batches and by CIFAR10._load_meta for
+    batches.meta) and by the Flowers102 reader (Flowers102._check_integrity, for the two .mat
+    files) becomes "the file exists". The rest of torchvision's reading code runs as is;
+    hpsearch itself keeps the checks (see test_cifar10_pickles_keep_torchvision_md5_check)."""
+    import torchvision.datasets.cifar as cifar
+    import torchvision.datasets.flowers102 as flowers102
+
+    def file_exists(fpath, md5=None) -> bool:
+        return os.path.isfile(fpath)
+
+    monkeypatch.setattr(cifar, "check_integrity", file_exists)
+    monkeypatch.setattr(flowers102, "check_integrity", file_exists)
