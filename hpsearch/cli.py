@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from hpsearch import __version__
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="seed of the sampler and of each trial's training (trial seed = seed + number)")
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)")
     run.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $HPSEARCH_DATA_DIR, else ./data)")
+    run.add_argument("--train-csv", metavar="FILE",
+                     help="training images as CSV rows of label + 784 pixels (studies on 28x28 grayscale data)")
     run.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N training examples (smoke runs)")
     run.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="stop starting trials after this long")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="fixed",
@@ -96,6 +99,7 @@ def cmd_run(args) -> None:
         subset=args.subset,
         timeout=args.timeout,
         fixed=fixed,
+        train_csv=Path(args.train_csv) if args.train_csv else None,
     )
     runner.run(cfg)
 

@@ -46,6 +46,7 @@ class RunConfig:
     subset: int | None = None
     timeout: float | None = None
     fixed: dict[str, Any] = field(default_factory=dict)
+    train_csv: Path | None = None
 
 
 def resolve_device(text: str) -> torch.device:
@@ -117,7 +118,9 @@ def run(cfg: RunConfig, out: TextIO | None = None) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # Data first: when it is missing, nothing has been written to the storage yet.
-    data = datasets.load(cfg.spec.dataset, cfg.device, cfg.data_root, subset=cfg.subset)
+    spec = cfg.spec
+    data = datasets.load(spec.dataset, cfg.device, cfg.data_root, subset=cfg.subset, val_fraction=spec.val_fraction,
+                         train_csv=cfg.train_csv, standardize=spec.standardize)
     study = open_study(
         cfg.spec, cfg.storage_url, cfg.study_name, create=True,
         sampler=make_sampler(cfg.sampler, cfg.seed, cfg.fixed), pruner=make_pruner(cfg.pruner, cfg.epochs),

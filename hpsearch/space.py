@@ -15,9 +15,13 @@ from optuna.distributions import (
 from hpsearch.errors import UsageError
 
 
+SMALL_INT_RANGE = 16
+
+
 class _Probe:
     """Stands in for ``optuna.Trial``: records each suggestion's distribution and answers
-    categorical suggestions from a script of choice indices (numbers get their low end)."""
+    categorical and small-integer suggestions from a script of choice indices (other
+    numbers get their low end)."""
 
     def __init__(self, script: list[int]):
         self.script = script
@@ -30,18 +34,24 @@ class _Probe:
 
     def suggest_int(self, name, low, high, *, step=1, log=False):
         self.distributions[name] = IntDistribution(low, high, log=log, step=step)
-        return low
+        values = range(low, high + 1, step)
+        # A small integer range may decide what else is suggested (a layer count): walk it.
+        return self._branch(values) if len(values) <= SMALL_INT_RANGE else low
 
     def suggest_categorical(self, name, choices):
         self.distributions[name] = CategoricalDistribution(choices)
+        return self._branch(choices)
+
+    def _branch(self, choices):
         index = self.script[len(self.path)] if len(self.path) < len(self.script) else 0
         self.path.append((index, len(choices)))
         return choices[index]
 
 
 def distributions(space: Callable[[Any], dict], limit: int = 100_000) -> dict[str, BaseDistribution]:
-    """Every parameter ``space`` can suggest, found by walking each categorical branch
-    (depth first, odometer order). Branches that depend on a numeric value are not walked."""
+    """Every parameter ``space`` can suggest, found by walking each branch of categorical
+    and small-integer suggestions (depth first, odometer order). Branches that depend on a
+    float or a wide integer range are not walked."""
     found: dict[str, BaseDistribution] = {}
     script: list[int] = []
     for _ in range(limit):

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import optuna
 
-from hpsearch.train import Recipe
+from hpsearch.train import MAXIMIZED, Recipe
 
 
 @dataclass(frozen=True)
@@ -16,10 +16,15 @@ class StudySpec:
 
     ``space(trial)`` suggests the parameters define-by-run (conditional parameters are
     fine) and returns them as a dict; ``model(params)`` names the registered model and
-    its keyword arguments; ``recipe(params, epochs, seed)`` says how to train it (by
-    default every ``Recipe`` field found in ``params``). ``baseline`` is the report's own
-    best configuration, enqueued as trial 0 of every new study: it must hold exactly the
-    parameters that ``space`` suggests when it is followed.
+    its keyword arguments. The trial is trained by a ``Recipe`` made of ``recipe_defaults``
+    (fixed training settings: the task, the noise level, ...) overlaid by every ``Recipe``
+    field found in the params. ``baseline`` is the report's own best configuration,
+    enqueued as trial 0 of every new study: it must hold exactly the parameters that
+    ``space`` suggests when it is followed.
+
+    Data: ``dataset`` names a registered dataset; ``val_fraction`` of its training split is
+    held out for validation (ignored where the dataset has an official validation split);
+    ``standardize=False`` keeps pixels in [0, 1] instead of standardising per channel.
     """
 
     name: str
@@ -33,6 +38,14 @@ class StudySpec:
     model: Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]
     baseline: dict[str, Any]
     baseline_source: str
-    recipe: Callable[..., Recipe] = field(
-        default=lambda params, epochs, seed: Recipe.from_params(params, epochs=epochs, seed=seed)
-    )
+    recipe_defaults: dict[str, Any] = field(default_factory=dict)
+    val_fraction: float = 1 / 6
+    standardize: bool = True
+
+    def __post_init__(self):
+        task = self.recipe_defaults.get("task", "classify")
+        if self.direction != ("maximize" if MAXIMIZED[task] else "minimize"):
+            raise ValueError(f"study {self.name}: task {task!r} cannot be optimised in direction {self.direction!r}")
+
+    def recipe(self, params: dict[str, Any], *, epochs: int, seed: int) -> Recipe:
+        return Recipe.from_params({**self.recipe_defaults, **params}, epochs=epochs, seed=seed)

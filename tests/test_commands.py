@@ -17,7 +17,10 @@ def test_list_names_every_study_with_its_dataset_metric_and_direction(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:2] == ["study", "dataset"]
-    assert out[1].split() == ["fashion-lenet", "fashion_mnist", "LeNet-5", "val_accuracy", "maximize", "20"]
+    rows = {line.split()[0]: line for line in out[1:]}
+    assert sorted(rows) == ["cifar10-mlp", "fashion-fc", "fashion-lenet", "fashion-resnet", "flowers-ae", "mnist-denoise"]
+    assert rows["fashion-lenet"].split() == ["fashion-lenet", "fashion_mnist", "LeNet-5", "val_accuracy", "maximize", "20"]
+    assert rows["mnist-denoise"].split()[-3:] == ["val_mse", "minimize", "20"]
 
 
 def test_help_lists_every_option(capsys):
@@ -27,7 +30,7 @@ def test_help_lists_every_option(capsys):
         assert exit_.code == 0
     out = capsys.readouterr().out
     for option in ("--trials", "--storage", "--study-name", "--epochs", "--sampler", "--pruner", "--seed",
-                   "--device", "--data-dir", "--subset", "--timeout", "--set"):
+                   "--device", "--data-dir", "--subset", "--timeout", "--set", "--train-csv"):
         assert option in out
 
 

@@ -33,6 +33,14 @@ def test_parse_fixed_rejects_bad_assignments(item, words):
         space.parse_fixed([item], SPEC.space, SPEC.name)
 
 
-def test_baseline_is_inside_the_space():
+@pytest.mark.parametrize("name", sorted(registry.all_specs()))
+def test_every_baseline_is_inside_its_space(name):
     # Each baseline value must be accepted as a --set value, or enqueueing it would fail.
-    space.parse_fixed([f"{k}={v}" for k, v in SPEC.baseline.items()], SPEC.space, SPEC.name)
+    spec = registry.get(name)
+    fixed = space.parse_fixed([f"{k}={v}" for k, v in spec.baseline.items()], spec.space, spec.name)
+    assert fixed == spec.baseline
+
+
+def test_small_integer_ranges_are_walked_like_choices():
+    found = space.distributions(registry.get("cifar10-mlp").space)  # hidden_layers 4..7 decides width5..7
+    assert {f"width{i}" for i in range(1, 8)} <= set(found)

@@ -1,0 +1,35 @@
+"""fashion-fc: report 004's fully connected baseline (784-512-10, ReLU) on Fashion-MNIST.
+
+The report's comparison point for LeNet-5: 89.4 % test with Adam 1e-3, batch 100, 20 epochs.
+"""
+
+from hpsearch.spec import StudySpec
+
+
+def space(trial):
+    p = {
+        "lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True),
+        "batch_size": trial.suggest_int("batch_size", 10, 1280, log=True),
+        "hidden": trial.suggest_int("hidden", 64, 2048, log=True),
+        "optimizer": trial.suggest_categorical("optimizer", ["adam", "sgd", "rmsprop"]),
+    }
+    if trial.suggest_categorical("l2", [False, True]):
+        p["weight_decay"] = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+    if p["optimizer"] == "sgd":
+        p["momentum"] = trial.suggest_float("momentum", 0.0, 0.99)
+    return p
+
+
+SPEC = StudySpec(
+    name="fashion-fc",
+    description="Report 004's baseline: one hidden fully connected layer on Fashion-MNIST",
+    dataset="fashion_mnist",
+    model_family="MLP 784-h-10",
+    metric="val_accuracy",
+    direction="maximize",
+    max_epochs=20,
+    space=space,
+    model=lambda p: ("fc_net", {"hidden": p["hidden"]}),
+    baseline={"lr": 1e-3, "batch_size": 100, "hidden": 512, "optimizer": "adam", "l2": False},
+    baseline_source="report 004's FC baseline: 784-512-10 ReLU, Adam 1e-3, batch 100, 20 epochs; 89.4 % test",
+)

@@ -1,0 +1,94 @@
+"""Every registered study runs two short trials end to end on synthetic data in its real
+on-disk format (fashion-lenet has its own, longer tests in test_run.py)."""
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpsearch import registry
+from hpsearch.cli import main
+from synthetic import write_cifar10_pickles, write_fashion_csv, write_flowers102, write_mnist
+
+
+def _run(study, root, tmp_path, *extra):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    code = main(["run", study, "--trials", "2", "--epochs", "1", "--seed", "0", "--storage", url,
+                 "--data-dir", str(root), *extra])
+    assert code == 0
+    return optuna.load_study(study_name=study, storage=url)
+
+
+def _check(study, spec_name, fixed=None):
+    spec = registry.get(spec_name)
+    trials = study.get_trials()
+    assert len(trials) == 2 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert trials[0].params == {**spec.baseline, **(fixed or {})}
+    assert trials[0].state == TrialState.COMPLETE and list(trials[0].intermediate_values) == [1]
+    assert study.direction.name.lower() == spec.direction
+    assert all(math.isfinite(v) for t in trials for v in t.intermediate_values.values())
+    return trials
+
+
+def test_fashion_fc(fashion_root, tmp_path):
+    trials = _check(_run("fashion-fc", fashion_root, tmp_path), "fashion-fc")
+    assert trials[0].user_attrs["model_kwargs"] == {"hidden": 512} and trials[0].value > 0.5
+
+
+def test_fashion_resnet_on_torchvision_files(fashion_root, tmp_path):
+    trials = _check(_run("fashion-resnet", fashion_root, tmp_path, "--subset", "64"), "fashion-resnet")
+    assert trials[0].user_attrs["model"] == "resnet18"
+
+
+def test_fashion_resnet_on_a_csv_split_four_to_one(tmp_path, capsys):
+    write_fashion_csv(tmp_path / "train.csv", 100, header=True)
+    empty = tmp_path / "no-files-here"
+    empty.mkdir()
+    _check(_run("fashion-resnet", empty, tmp_path, "--train-csv", str(tmp_path / "train.csv"),
+                "--set", "model=cnn"), "fashion-resnet", {"model": "cnn"})
+    assert "80 train / 20 validation images" in capsys.readouterr().out
+
+
+def test_fashion_resnet_csv_with_a_bad_row_exits_2_naming_the_line(tmp_path, capsys):
+    csv = tmp_path / "train.csv"
+    write_fashion_csv(csv, 10, header=True)
+    lines = csv.read_text().splitlines()
+    lines[4] = lines[4].rsplit(",", 1)[0]  # line 5: one pixel short
+    csv.write_text("\n".join(lines) + "\n")
+    db = tmp_path / "study.db"
+    assert main(["run", "fashion-resnet", "--trials", "1", "--train-csv", str(csv),
+                 "--storage", f"sqlite:///{db}", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "line 5" in err and "784" in err
+    assert not db.exists()
+
+
+def test_cifar10_mlp_on_the_python_pickles(tmp_path, without_md5_checks):
+    write_cifar10_pickles(tmp_path, n_train=250, n_test=50)
+    trials = _check(_run("cifar10-mlp", tmp_path, tmp_path), "cifar10-mlp")
+    assert trials[0].user_attrs["model_kwargs"]["widths"] == [1024, 512, 64, 64, 32, 16]
+    assert trials[0].user_attrs["model_kwargs"]["dropouts"] == [0.6, 0.6, 0.4, 0.4, 0.25, 0.0]
+
+
+def test_mnist_denoise_minimises_validation_mse(tmp_path):
+    write_mnist(tmp_path)
+    trials = _check(_run("mnist-denoise", tmp_path, tmp_path), "mnist-denoise")
+    # Pixels are in [0, 1]; an MSE against them lies in [0, 1] (0.01 is the noise alone).
+    assert all(0 < t.intermediate_values[1] < 1 for t in trials)
+    assert trials[0].user_attrs["model"] == "conv_ae"
+
+
+def test_flowers_ae_trains_both_stages_on_the_official_split(tmp_path, without_md5_checks, capsys):
+    write_flowers102(tmp_path)
+    trials = _check(_run("flowers-ae", tmp_path, tmp_path, "--set", "pretrain_epochs=1"),
+                    "flowers-ae", {"pretrain_epochs": 1})
+    assert trials[0].user_attrs["model"] == "flowers_ae"
+    assert "12 train / 12 validation images" in capsys.readouterr().out  # 6 classes x 2 each
+
+
+@pytest.mark.parametrize("name", sorted(registry.all_specs()))
+def test_every_study_declares_a_consistent_spec(name):
+    spec = registry.get(name)
+    assert spec.name == name and spec.metric and spec.max_epochs > 0 and spec.baseline_source
+    assert spec.direction in ("maximize", "minimize")
