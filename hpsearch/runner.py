@@ -18,9 +18,11 @@ from typing import Any, Callable, TextIO
 import optuna
 import torch
 from optuna.trial import TrialState
+from optuna_dashboard import save_note
 
 import models
 from hpsearch import data as datasets
+from hpsearch import weights
 from hpsearch.algorithms import make_pruner, make_sampler
 from hpsearch.errors import StudyAborted, UsageError
 from hpsearch.spec import StudySpec
@@ -47,6 +49,8 @@ class RunConfig:
     timeout: float | None = None
     fixed: dict[str, Any] = field(default_factory=dict)
     train_csv: Path | None = None
+    artifacts: Path = Path("hpsearch-artifacts")
+    keep_weights: int = weights.DEFAULT_KEEP
 
 
 def resolve_device(text: str) -> torch.device:
@@ -115,7 +119,6 @@ def run(cfg: RunConfig, out: TextIO | None = None) -> optuna.Study:
     and counted. Trials that fail (an exception) are recorded as FAIL and do not count;
     ``MAX_CONSECUTIVE_FAILURES`` in a row raise StudyAborted.
     """
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # Data first: when it is missing, nothing has been written to the storage yet.
     spec = cfg.spec
@@ -158,11 +161,13 @@ def run(cfg: RunConfig, out: TextIO | None = None) -> optuna.Study:
 
 
 def make_objective(cfg: RunConfig, data: datasets.SearchData, progress: "_Progress") -> Callable[[optuna.Trial], float]:
-    """The objective: build the trial's model, train it, report every epoch, and record in
-    the trial's user attributes its seed, model, size and why it ended."""
+    """The objective: build the trial's model, train it, report every epoch, offer the best
+    epoch's weights to the keep-top-k store, and record in the trial's user attributes its
+    seed, model, size, epoch time and why it ended (also as its optuna-dashboard note)."""
     spec = cfg.spec
+    store = weights.artifact_store(cfg.artifacts) if cfg.keep_weights > 0 else None
 
-    def train_trial(trial: optuna.Trial) -> float:
+    def train_trial(trial: optuna.Trial, facts: dict[str, Any]) -> float:
         params = spec.space(trial)
         # Without --seed each trial draws its own; either way it is stored, for reruns.
         seed = cfg.seed + trial.number if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
@@ -172,10 +177,12 @@ def make_objective(cfg: RunConfig, data: datasets.SearchData, progress: "_Progre
         torch.manual_seed(seed)
         model = models.create(model_name, **model_kwargs).to(cfg.device)
         trial.set_user_attr("n_params", sum(p.numel() for p in model.parameters()))
+        facts["model"] = model
         progress.start(trial)
 
         def report(result: EpochResult) -> None:
             trial.report(result.value, result.epoch)
+            facts["epoch_seconds"].append(result.seconds)
             progress.epoch(trial, result)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {result.epoch}")
@@ -185,22 +192,47 @@ def make_objective(cfg: RunConfig, data: datasets.SearchData, progress: "_Progre
         except Diverged as exc:
             raise optuna.TrialPruned(f"diverged: {exc}") from None
         trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("epoch_seconds", sum(r.seconds for r in result.history) / len(result.history))
+        if store is not None and result.best_state is not None:
+            facts["weights_kept"] = weights.offer(trial, result.best_value, result.best_state, store, cfg.keep_weights)
         return result.best_value
 
     def objective(trial: optuna.Trial) -> float:
+        facts: dict[str, Any] = {"epoch_seconds": []}
+        ended = "interrupted"
         try:
-            value = train_trial(trial)
+            value = train_trial(trial, facts)
+            ended = "complete"
         except optuna.TrialPruned as exc:
-            trial.set_user_attr("ended", str(exc))
+            ended = str(exc)
             raise
         except Exception as exc:
-            trial.set_user_attr("ended", f"failed: {type(exc).__name__}: {exc}")
+            ended = f"failed: {type(exc).__name__}: {exc}"
             raise
-        trial.set_user_attr("ended", "complete")
+        finally:
+            trial.set_user_attr("ended", ended)
+            if facts["epoch_seconds"]:
+                trial.set_user_attr("epoch_seconds", sum(facts["epoch_seconds"]) / len(facts["epoch_seconds"]))
+            save_note(trial, _note(trial, ended, facts))
         return value
 
     return objective
+
+
+def _note(trial: optuna.Trial, ended: str, facts: dict[str, Any]) -> str:
+    """The trial's optuna-dashboard note (Markdown)."""
+    attrs = trial.user_attrs
+    seconds = facts["epoch_seconds"]
+    lines = [f"**{ended}**", ""]
+    if "model" in attrs:
+        lines.append(f"- model: `{attrs['model']}` {attrs['model_kwargs']}, {attrs.get('n_params', 0):,} parameters")
+    if seconds:
+        lines.append(f"- epoch time: {sum(seconds) / len(seconds):.2f} s (mean of {len(seconds)} epochs)")
+    if "best_epoch" in attrs:
+        lines.append(f"- best epoch: {attrs['best_epoch']}; weights kept: {'yes' if facts.get('weights_kept') else 'no'}")
+    lines.append(f"- seed: {attrs.get('seed')}")
+    if "model" in facts:
+        lines += ["", "```", str(facts["model"]), "```"]
+    return "\n".join(lines)
 
 
 def format_value(value: Any) -> str:

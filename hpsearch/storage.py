@@ -69,3 +69,20 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         if parsed.password:
             reason = reason.replace(parsed.password, "***")
         raise UsageError(f"cannot open storage {mask(url)}: {reason}") from None
+
+
+def artifacts_dir(url: str, explicit: str | None = None) -> Path:
+    """Where trial weights are kept (an Optuna file-system artifact store): ``--artifacts``,
+    else ``$HPSEARCH_ARTIFACTS``, else next to an SQLite file (``hpsearch.db`` ->
+    ``hpsearch-artifacts/``), else ``./hpsearch-artifacts`` for server databases."""
+    chosen = explicit or os.environ.get("HPSEARCH_ARTIFACTS")
+    if chosen:
+        return Path(chosen).expanduser()
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        parsed = None
+    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        db = Path(parsed.database).expanduser()
+        return db.with_name(f"{db.stem}-artifacts")
+    return Path("hpsearch-artifacts")

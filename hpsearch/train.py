@@ -84,6 +84,7 @@ class FitResult:
     best_value: float
     best_epoch: int
     history: list[EpochResult] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] | None = None  # the weights after the best epoch, on the device
 
 
 def _classification_loss(name: str, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -251,5 +252,7 @@ def fit(
         result.history.append(epoch_result)
         if (epoch_result.value > result.best_value) if maximize else (epoch_result.value < result.best_value):
             result.best_value, result.best_epoch = epoch_result.value, epoch
+            # A device-side copy: no host sync, and the trial keeps its best epoch, not its last.
+            result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         on_epoch(epoch_result)
     return result

@@ -1,0 +1,125 @@
+"""``hpsearch export`` and ``hpsearch evaluate``: from a stored trial to a checkpoint, and
+from a checkpoint alone to a test score."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TextIO
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+import models
+from hpsearch import checkpoint as ckpt
+from hpsearch import data as datasets
+from hpsearch import weights
+from hpsearch.errors import UsageError
+from hpsearch.spec import StudySpec
+from hpsearch.train import fit
+
+
+def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
+    """The best trial, or trial ``number``; it must be COMPLETE."""
+    if number is None:
+        try:
+            return study.best_trial
+        except ValueError:
+            raise UsageError(f"study {study.study_name!r} has no complete trial yet; run it first") from None
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise UsageError(f"study {study.study_name!r} has no trial {number} (trials 0 to {len(trials) - 1})")
+    if trials[number].state != TrialState.COMPLETE:
+        raise UsageError(f"trial {number} is {trials[number].state.name}, not COMPLETE: it has no final model to export")
+    return trials[number]
+
+
+def retrain(spec: StudySpec, trial: optuna.trial.FrozenTrial, data: datasets.SearchData, device) -> dict:
+    """Train the trial's configuration afresh on train + validation for its best epoch count."""
+    full = datasets.Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
+    # fit() still scores a validation split each epoch; with the validation images inside the
+    # training set that score means nothing and is not used: the checkpoint keeps the search's.
+    data = replace(data, train=full)
+    torch.manual_seed(trial.user_attrs["seed"])
+    model = models.create(trial.user_attrs["model"], **trial.user_attrs["model_kwargs"]).to(device)
+    recipe = spec.recipe(_params(spec, trial), epochs=trial.user_attrs["best_epoch"], seed=trial.user_attrs["seed"])
+    fit(model, data, recipe)
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def _params(spec: StudySpec, trial: optuna.trial.FrozenTrial) -> dict:
+    """The space's parameter dict for a stored trial (what the objective saw)."""
+    return spec.space(optuna.trial.FixedTrial(trial.params, trial.number))
+
+
+def export(
+    spec: StudySpec,
+    study: optuna.Study,
+    *,
+    out: Path,
+    store_dir: Path,
+    trial_number: int | None = None,
+    retrain_on: datasets.SearchData | None = None,
+    device: torch.device = torch.device("cpu"),
+    score_root: Path | None = None,
+    stdout: TextIO | None = None,
+) -> dict:
+    """Write the checkpoint of the best (or given) trial to ``out`` and return it.
+
+    The weights are the trial's stored best-epoch weights, or, with ``retrain_on`` (the
+    search data), a fresh training on train + validation. With ``score_root`` the
+    checkpoint is also scored on the dataset's official test split there.
+    """
+    trial = pick_trial(study, trial_number)
+    if retrain_on is not None:
+        state = retrain(spec, trial, retrain_on, device)
+    else:
+        state = weights.stored_weights(study, trial, weights.artifact_store(store_dir))
+        if state is None:
+            raise UsageError(
+                f"trial {trial.number} kept no weights in {store_dir} (only the best few trials keep them): "
+                "pass --retrain to train its configuration again"
+            )
+    recipe = spec.recipe(_params(spec, trial), epochs=1, seed=0)
+    checkpoint = ckpt.build(
+        state_dict=state, model_name=trial.user_attrs["model"], model_kwargs=trial.user_attrs["model_kwargs"],
+        spec=spec, study_name=study.study_name, trial=trial, noise_sigma=recipe.noise_sigma,
+    )
+    if retrain_on is not None:
+        checkpoint["retrained_on"] = "train+validation"
+    if score_root is not None:
+        value, _ = ckpt.score(checkpoint, ckpt.rebuild(checkpoint), datasets.read(spec.dataset, "test", score_root), device)
+        checkpoint["metrics"][spec.metric.replace("val_", "test_")] = value
+    ckpt.save(checkpoint, out)
+    print(f"wrote {out}: trial {trial.number} of {study.study_name}, "
+          + ", ".join(f"{k} {v:.4f}" for k, v in checkpoint["metrics"].items() if v is not None),
+          file=stdout or sys.stdout)
+    return checkpoint
+
+
+def evaluate(path: Path, *, root: Path | None, csv: Path | None, device: torch.device,
+             stdout: TextIO | None = None) -> float:
+    """Score the checkpoint at ``path`` on its dataset's official test split (or on a CSV of
+    the fashion-resnet form) and print the metric and a per-class table."""
+    out = stdout or sys.stdout
+    checkpoint = ckpt.load(path)
+    model = ckpt.rebuild(checkpoint)
+    if csv is not None:
+        if datasets.DATASETS[checkpoint["dataset"]].image_shape != (1, 28, 28):
+            raise UsageError(f"--csv holds 1x28x28 images, but {path} was trained on {checkpoint['dataset']}: use --data-dir")
+        raw = datasets.read_csv(csv, num_classes=len(checkpoint["classes"]), classes=checkpoint["classes"])
+        source = str(csv)
+    else:
+        raw = datasets.read(checkpoint["dataset"], "test", root)
+        source = f"{checkpoint['dataset']} test split in {root}"
+    value, table = ckpt.score(checkpoint, model, raw, device)
+    metric = checkpoint.get("metric", "metric").replace("val_", "test_")
+    print(f"{path}: {checkpoint['model']['name']} from trial {checkpoint.get('trial')} of {checkpoint.get('study')}", file=out)
+    print(f"{metric} {value:.4f} on {len(raw.labels)} images ({source})", file=out)
+    width = max(len(name) for name, _, _ in table)
+    print(f"{'class'.ljust(width)}  {'n':>6}  {metric}", file=out)
+    for name, count, class_value in table:
+        print(f"{name.ljust(width)}  {count:>6}  {class_value:.4f}", file=out)
+    return value
