@@ -40,10 +40,21 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _storage_options(p: argparse.ArgumentParser) -> None:
+def _storage_options(p: argparse.ArgumentParser, artifacts: bool = False) -> None:
     p.add_argument("--storage", metavar="URL",
                    help="SQLAlchemy URL of the study database (default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db)")
     p.add_argument("--study-name", metavar="NAME", help="name of the study in the storage (default: the study's own name)")
+    if artifacts:
+        p.add_argument("--artifacts", metavar="DIR",
+                       help="artifact store of trial weights (default: $HPSEARCH_ARTIFACTS, else beside an SQLite "
+                            "file: hpsearch.db -> hpsearch-artifacts/, else ./hpsearch-artifacts)")
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $HPSEARCH_DATA_DIR, else ./data)")
+    p.add_argument("--train-csv", metavar="FILE",
+                   help="training images as CSV rows of label + 784 pixels (studies on 28x28 grayscale data)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,19 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("study", metavar="STUDY", help="a study name from 'hpsearch list'")
     run.add_argument("--trials", type=_positive_int, required=True, metavar="N",
                      help="finished trials the study holds when the command ends")
-    _storage_options(run)
+    _storage_options(run, artifacts=True)
     run.add_argument("--epochs", type=_positive_int, metavar="E", help="max epochs per trial (default: the study's)")
     run.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER, help=f"default: {DEFAULT_SAMPLER}")
     run.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER, help=f"default: {DEFAULT_PRUNER}")
     run.add_argument("--seed", type=int, help="seed of the sampler and of each trial's training (trial seed = seed + number)")
-    run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)")
-    run.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $HPSEARCH_DATA_DIR, else ./data)")
-    run.add_argument("--train-csv", metavar="FILE",
-                     help="training images as CSV rows of label + 784 pixels (studies on 28x28 grayscale data)")
+    _data_options(run)
     run.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N training examples (smoke runs)")
     run.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="stop starting trials after this long")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="fixed",
                      help="fix a parameter instead of searching it (repeatable)")
+    run.add_argument("--keep-weights", type=int, metavar="K",
+                     help="keep the best-epoch weights of the K best complete trials (default: 3; 0: none)")
 
     sub.add_parser("list", help="list the registered studies")
 
@@ -77,11 +87,37 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("study", metavar="STUDY", help="a study name from 'hpsearch list'")
     _storage_options(show)
     show.add_argument("--top", type=_positive_int, default=10, metavar="K", help="rows in the table of best trials (default: 10)")
+
+    export = sub.add_parser("export", help="write the best (or a given) trial's model to a checkpoint",
+                            description="Write a self-describing checkpoint (loads with torch.load(weights_only=True)) "
+                                        "of the best trial, or of --trial N, from its stored weights or retrained.")
+    export.add_argument("study", metavar="STUDY", help="a study name from 'hpsearch list'")
+    export.add_argument("--out", required=True, metavar="PATH", help="checkpoint file to write")
+    export.add_argument("--trial", type=int, metavar="N", help="trial number (default: the best trial)")
+    export.add_argument("--retrain", action="store_true",
+                        help="train the configuration again on train + validation for its best epoch count")
+    export.add_argument("--score", action="store_true", help="also score it on the official test split and store that")
+    _storage_options(export, artifacts=True)
+    _data_options(export)
+
+    evaluate = sub.add_parser("evaluate", help="score a checkpoint on the official test split or a CSV",
+                              description="Rebuild the model from the checkpoint alone and score it on its "
+                                          "dataset's official test split (or on a CSV of label + 784 pixels).")
+    evaluate.add_argument("checkpoint", metavar="PATH", help="a file written by 'hpsearch export'")
+    evaluate.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $HPSEARCH_DATA_DIR, else ./data)")
+    evaluate.add_argument("--csv", metavar="FILE", help="score on this CSV (rows of label + 784 pixels) instead")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+    report = sub.add_parser("report", help="one self-contained HTML page of plotly figures for a study")
+    report.add_argument("study", metavar="STUDY", help="a study name from 'hpsearch list'")
+    report.add_argument("--out", required=True, metavar="PATH", help="HTML file to write")
+    _storage_options(report)
     return parser
 
 
+
 def cmd_run(args) -> None:
-    from hpsearch import data, registry, runner, space, storage
+    from hpsearch import data, registry, runner, space, storage, weights
 
     spec = registry.get(args.study)
     fixed = space.parse_fixed(args.fixed, spec.space, spec.name)
@@ -100,6 +136,8 @@ def cmd_run(args) -> None:
         timeout=args.timeout,
         fixed=fixed,
         train_csv=Path(args.train_csv) if args.train_csv else None,
+        artifacts=storage.artifacts_dir(storage.resolve_url(args.storage), args.artifacts),
+        keep_weights=weights.DEFAULT_KEEP if args.keep_weights is None else max(0, args.keep_weights),
     )
     runner.run(cfg)
 
@@ -147,12 +185,50 @@ def _table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "show": cmd_show}
+def cmd_export(args) -> None:
+    from hpsearch import data, export, registry, runner, storage
+
+    spec = registry.get(args.study)
+    url = storage.resolve_url(args.storage)
+    study = runner.open_study(spec, url, args.study_name or spec.name)
+    device = runner.resolve_device(args.device)
+    root = data.data_dir(args.data_dir)
+    search_data = None
+    if args.retrain:
+        search_data = data.load(spec.dataset, device, root, val_fraction=spec.val_fraction,
+                                train_csv=Path(args.train_csv) if args.train_csv else None, standardize=spec.standardize)
+    export.export(spec, study, out=Path(args.out), store_dir=storage.artifacts_dir(url, args.artifacts),
+                  trial_number=args.trial, retrain_on=search_data, device=device,
+                  score_root=root if args.score else None)
+
+
+def cmd_evaluate(args) -> None:
+    from hpsearch import data, export, runner
+
+    export.evaluate(Path(args.checkpoint), root=data.data_dir(args.data_dir),
+                    csv=Path(args.csv) if args.csv else None, device=runner.resolve_device(args.device))
+
+
+def cmd_report(args) -> None:
+    from hpsearch import registry, report, runner, storage
+
+    spec = registry.get(args.study)
+    study = runner.open_study(spec, storage.resolve_url(args.storage), args.study_name or spec.name)
+    path = report.write_report(study, spec, Path(args.out))
+    print(f"wrote {path}")
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "show": cmd_show, "export": cmd_export, "evaluate": cmd_evaluate,
+            "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        import optuna
+
+        # hpsearch prints its own progress; Optuna's INFO lines would repeat it.
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"hpsearch: error: {exc}", file=sys.stderr)

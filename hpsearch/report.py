@@ -1,0 +1,159 @@
+"""One self-contained HTML page about a stored study: header, Optuna's figures, and the
+best trial's parameters beside the report's hand-tuned baseline.
+
+The page works offline: plotly.js is inlined once in ``<head>`` and every figure is a
+``<div>`` that uses it. Each part is a ``<section>`` with a fixed id (``SECTIONS``).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import optuna
+import optuna.visualization as vis
+from optuna.trial import TrialState
+from plotly.offline import get_plotlyjs
+
+from hpsearch.spec import StudySpec
+
+SECTIONS = {
+    "history": "Optimisation history",
+    "learning-curves": "Learning curves (validation metric per epoch)",
+    "importances": "Parameter importances",
+    "parallel": "Parallel coordinates",
+    "slices": "Slices",
+    "best-vs-baseline": "Best trial vs the report's baseline",
+}
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1300px; color: #222; }
+h1 { margin-bottom: .2em; } section { margin-top: 2em; }
+table { border-collapse: collapse; } th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
+td.differs { background: #fff3c4; } .note { color: #555; font-style: italic; }
+"""
+
+
+def write_report(study: optuna.Study, spec: StudySpec, out: Path) -> Path:
+    """Write the report on ``study`` (searched as ``spec``) to ``out`` and return ``out``.
+
+    The page is built completely in memory, then written to a temporary file beside
+    ``out`` and moved over it with ``os.replace``: a failure leaves ``out`` as it was
+    (absent or the previous report), never half-written. Missing parent folders are
+    created. A study with few or no trials still gets a page: figures Optuna cannot draw
+    yet are empty, and the importances become a sentence saying why they are missing.
+    """
+    out = Path(out)
+    page = _page(study, spec)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _page(study: optuna.Study, spec: StudySpec) -> str:
+    metric = spec.metric
+    bodies = {
+        "history": _figure(vis.plot_optimization_history(study, target_name=metric)),
+        "learning-curves": _figure(vis.plot_intermediate_values(study).update_layout(xaxis_title="epoch", yaxis_title=metric)),
+        "importances": _importances(study, metric),
+        "parallel": _figure(vis.plot_parallel_coordinate(study, target_name=metric)),
+        # Optuna gives each parameter's slice 300 px: wide figures scroll instead of squeezing.
+        "slices": f'<div style="overflow-x: auto">{_figure(vis.plot_slice(study, target_name=metric))}</div>',
+        "best-vs-baseline": _best_vs_baseline(study, spec),
+    }
+    sections = "\n".join(
+        f'<section id="{sid}"><h2>{html.escape(SECTIONS[sid])}</h2>\n{body}\n</section>' for sid, body in bodies.items()
+    )
+    title = html.escape(f"hpsearch report: {study.study_name}")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>\n'
+        f"<style>{_STYLE}</style>\n<script>{get_plotlyjs()}</script></head>\n"
+        f"<body>\n{_header(study, spec)}\n{sections}\n</body></html>\n"
+    )
+
+
+def _figure(fig) -> str:
+    """The figure as a <div> and a script that draws it with the page's one plotly.js."""
+    return fig.to_html(full_html=False, include_plotlyjs=False, default_height="480px")
+
+
+def _header(study: optuna.Study, spec: StudySpec) -> str:
+    trials = study.get_trials(deepcopy=False)
+    counts = Counter(t.state for t in trials)
+    by_state = ", ".join(f"{counts[s]} {s.name.lower()}" for s in TrialState if counts[s]) or "none"
+    best = _best(study)
+    best_text = f"{best.value:.6g} (trial {best.number})" if best else "no complete trial yet"
+    rows = {
+        "study": study.study_name,
+        "search": f"{spec.name}: {spec.description}",
+        "metric": spec.metric,
+        "direction": study.direction.name.lower(),
+        "trials": f"{len(trials)} ({by_state})",
+        "best value": best_text,
+    }
+    cells = "".join(f'<tr><th>{k}</th><td class="{k.replace(" ", "-")}">{html.escape(v)}</td></tr>' for k, v in rows.items())
+    return f"<header><h1>{html.escape(study.study_name)}</h1>\n<table>{cells}</table></header>"
+
+
+def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no complete trial
+        return None
+
+
+def _importances(study: optuna.Study, metric: str) -> str:
+    # PED-ANOVA: Optuna 5's default, and it needs nothing beyond Optuna itself; fANOVA and
+    # mean decrease impurity would need scikit-learn, which hpsearch does not install.
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    names = {name for t in complete for name in t.params}
+    varying = any(len({repr(t.params.get(name)) for t in complete}) > 1 for name in names)
+    if len(complete) < 2 or not varying:
+        why = f"{len(complete)} complete trial(s)" if len(complete) < 2 else "no parameter varies across the complete trials"
+        return _note(f"Importances cannot be computed yet: they need at least two complete trials with varying parameters ({why}).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PED-ANOVA's "too few trials" warnings; we check the result instead
+            raw = optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=False)
+            if not raw or sum(raw.values()) <= 0:
+                return _note("Importances cannot be computed yet: with these trials no parameter stands out from the others.")
+            return _figure(vis.plot_param_importances(study, evaluator=evaluator, target_name=metric))
+    except (ValueError, RuntimeError) as exc:
+        return _note(f"Importances cannot be computed: {exc}")
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _best_vs_baseline(study: optuna.Study, spec: StudySpec) -> str:
+    best = _best(study)
+    best_params: dict[str, Any] = best.params if best else {}
+    baseline_trial = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                           if "baseline" in t.user_attrs), None)
+    missing = "—"
+
+    def cell(params: dict[str, Any], key: str, other: dict[str, Any]) -> str:
+        value = str(params[key]) if key in params else missing
+        differs = best and params.get(key, missing) != other.get(key, missing)
+        return f'<td{" class=differs" if differs else ""}>{html.escape(value)}</td>'
+
+    names = list(spec.baseline) + [k for k in best_params if k not in spec.baseline]
+    rows = [f"<tr><th>{html.escape(k)}</th>{cell(best_params, k, spec.baseline)}{cell(spec.baseline, k, best_params)}</tr>"
+            for k in names]
+    values = (f"{best.value:.6g}" if best else missing, f"{baseline_trial.value:.6g}" if baseline_trial else missing)
+    rows.append(f"<tr><th>{html.escape(spec.metric)} in this study</th>"
+                + "".join(f"<td>{v}</td>" for v in values) + "</tr>")
+    best_head = f"best trial {best.number}" if best else "best trial (none complete yet)"
+    return (f"<p>Baseline: {html.escape(spec.baseline_source)}. Highlighted cells differ.</p>\n"
+            f"<table><tr><th>parameter</th><th>{best_head}</th><th>baseline</th></tr>{''.join(rows)}</table>")

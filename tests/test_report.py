@@ -1,0 +1,142 @@
+"""`hpsearch.report.write_report` on a real stored study, read as text and rendered by
+headless Chromium."""
+
+import html
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from PIL import Image
+
+from hpsearch import registry, runner
+from hpsearch.cli import main
+from hpsearch.report import SECTIONS, write_report
+
+SPEC = registry.get("fashion-lenet")
+FIGURES = ["history", "learning-curves", "importances", "parallel", "slices"]
+CHROMIUM = Path("/usr/bin/chromium")
+PLOTLY_BANNER = "* plotly.js v"  # the first line of the library's licence comment
+
+
+@pytest.fixture(scope="module")
+def study(fashion_root, tmp_path_factory) -> optuna.Study:
+    """Four complete trials of the real search on synthetic data (about 10 s on 2 CPU
+    cores). No pruner: importances need at least two complete trials."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('report') / 'study.db'}"
+    with pytest.MonkeyPatch.context() as mp:  # module scope: conftest's per-test isolation is not active yet
+        mp.setenv("HPSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        mp.delenv("HPSEARCH_STORAGE", raising=False)
+        assert main(["run", "fashion-lenet", "--trials", "4", "--epochs", "2", "--subset", "300", "--seed", "0",
+                     "--pruner", "none", "--storage", url, "--data-dir", str(fashion_root)]) == 0
+    return runner.open_study(SPEC, url, "fashion-lenet")
+
+
+@pytest.fixture(scope="module")
+def report(study, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("out") / "sub" / "report.html"
+    assert write_report(study, SPEC, out) == out
+    return out
+
+
+def sections(page: str) -> dict[str, str]:
+    """Each section's inner text, by id."""
+    return dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', page, flags=re.S))
+
+
+def test_report_has_every_section_and_plotly_once(report):
+    page = report.read_text(encoding="utf-8")
+    assert list(sections(page)) == list(SECTIONS)
+    assert page.count(PLOTLY_BANNER) == 1  # inlined once, in <head>
+    assert not re.search(r"<script[^>]*\bsrc=", page)  # works offline: no script is fetched
+    for sid in FIGURES:
+        assert sections(page)[sid].count('class="plotly-graph-div"') == 1, sid
+    assert [p.name for p in report.parent.iterdir()] == ["report.html"]  # no temporary file left
+
+
+def test_header_counts_trials_and_names_the_best(report, study):
+    page = report.read_text(encoding="utf-8")
+    best = study.best_trial
+    assert len(study.trials) == 4 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert '<td class="trials">4 (4 complete)</td>' in page
+    assert f'<td class="best-value">{best.value:.6g} (trial {best.number})</td>' in page
+    assert '<td class="metric">val_accuracy</td>' in page and '<td class="direction">maximize</td>' in page
+
+
+def test_table_puts_best_params_beside_the_baseline(report, study):
+    table = sections(report.read_text(encoding="utf-8"))["best-vs-baseline"]
+    assert html.escape(SPEC.baseline_source) in table
+    best = study.best_trial
+    assert f"best trial {best.number}" in table
+    rows = dict(re.findall(r"<tr><th>([^<]+)</th>(.*?)</tr>", table))
+    for name, value in SPEC.baseline.items():
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", rows[name])
+        assert cells[1] == html.escape(str(value)), name
+        assert cells[0] == html.escape(str(best.params.get(name, "—"))), name
+    for name, value in best.params.items():  # conditional parameters the baseline lacks too
+        assert re.findall(r"<td[^>]*>([^<]*)</td>", rows[name])[0] == html.escape(str(value)), name
+
+
+def test_importances_become_a_sentence_when_they_cannot_be_computed(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(SPEC.baseline)
+    study.optimize(lambda trial: SPEC.space(trial) and 0.5, n_trials=1)
+    page = write_report(study, SPEC, tmp_path / "r.html").read_text(encoding="utf-8")
+    part = sections(page)["importances"]
+    assert "cannot be computed yet" in part and "plotly-graph-div" not in part
+    assert '<td class="trials">1 (1 complete)</td>' in page
+
+
+def test_an_empty_study_still_gets_a_page(tmp_path):
+    page = write_report(optuna.create_study(), SPEC, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert list(sections(page)) == list(SECTIONS) and "no complete trial yet" in page
+
+
+def test_a_failed_write_leaves_the_old_report_and_no_temporary_file(study, tmp_path, monkeypatch):
+    out = tmp_path / "report.html"
+    out.write_text("old report")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_report(study, SPEC, out)
+    assert out.read_text() == "old report"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_chromium_renders_every_figure(report, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("Chromium absent: install it with 'apt-get install -y chromium' (.ci/run does)")
+    png = tmp_path / "report.png"
+    dom = subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,3000", "--virtual-time-budget=10000",
+         f"--screenshot={png}", "--dump-dom", report.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    rendered = sections(dom)
+    assert list(rendered) == list(SECTIONS), "Chromium printed no rendered page"
+    for sid in FIGURES:  # plotly.js replaced each figure's empty div by a drawn plot
+        assert rendered[sid].count('class="plot-container plotly"') == 1, sid
+        assert 'class="main-svg"' in rendered[sid], sid
+
+    assert png.stat().st_size > 20_000
+    with Image.open(png) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 100  # lines, text and shading, not a blank page
+
+
+def test_the_report_command_writes_the_page(study, tmp_path, capsys):
+    url = study._storage._backend.url  # the fixture's SQLite file
+    out = tmp_path / "sub" / "report.html"
+    assert main(["report", "fashion-lenet", "--storage", url, "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert list(sections(out.read_text())) == list(SECTIONS)
+    assert main(["report", "fashion-lenet", "--storage", url, "--study-name", "nope", "--out", str(tmp_path / "x.html")]) == 2
+    assert not (tmp_path / "x.html").exists()
