@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import optuna
 import sqlalchemy
@@ -28,7 +29,19 @@ def mask(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
-        return "<unparseable storage URL>"
+        return _mask_unparsed(url)
+
+
+def _mask_unparsed(text: str) -> str:
+    """A URL SQLAlchemy cannot parse, with whatever could be a password (from the first ':'
+    of the user part to the last '@') replaced by ***: a typo must not print the password."""
+    at = text.rfind("@")
+    if at < 0:
+        return text
+    start = text.find("//")
+    start = start + 2 if 0 <= start < at else 0
+    colon = text.find(":", start, at)
+    return text if colon < 0 else f"{text[:colon + 1]}***{text[at:]}"
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -40,9 +53,9 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     """
     try:
         parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise UsageError(
-            f"malformed storage URL {url!r}: use an SQLAlchemy URL such as sqlite:///hpsearch.db "
+            f"malformed storage URL {_mask_unparsed(url)!r}: use an SQLAlchemy URL such as sqlite:///hpsearch.db "
             "or postgresql+psycopg://user:password@host/dbname"
         ) from None
     engine_kwargs = {}
@@ -56,18 +69,25 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=HEARTBEAT_SECONDS,
                 grace_period=GRACE_SECONDS,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
             )
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            # Write-ahead logging lets --jobs workers read while one writes, instead of
+            # queueing on one lock; the mode is stored in the file, so once is enough.
+            with storage.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        return storage
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         reason = reason.replace(url, mask(url))
         if parsed.password:
-            reason = reason.replace(parsed.password, "***")
+            for form in {parsed.password, quote(parsed.password, safe=""), quote_plus(parsed.password)}:
+                reason = reason.replace(form, "***")
         raise UsageError(f"cannot open storage {mask(url)}: {reason}") from None
 
 
@@ -80,9 +100,15 @@ def artifacts_dir(url: str, explicit: str | None = None) -> Path:
         return Path(chosen).expanduser()
     try:
         parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError):
         parsed = None
     if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         db = Path(parsed.database).expanduser()
         return db.with_name(f"{db.stem}-artifacts")
     return Path("hpsearch-artifacts")
+
+
+def artifact_store(path: str | os.PathLike) -> optuna.artifacts.FileSystemArtifactStore:
+    """The Optuna file-system artifact store at ``path`` (created if missing)."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return optuna.artifacts.FileSystemArtifactStore(str(path))
