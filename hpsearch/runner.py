@@ -26,11 +26,12 @@ from hpsearch import weights
 from hpsearch.algorithms import make_pruner, make_sampler
 from hpsearch.errors import StudyAborted, UsageError
 from hpsearch.spec import StudySpec
-from hpsearch.storage import mask, open_storage
+from hpsearch.storage import artifact_store, mask, open_storage
 from hpsearch.train import Diverged, EpochResult, fit
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_CONSECUTIVE_FAILURES = 3
+WAIT_SECONDS = 2.0
 
 
 @dataclass
@@ -51,6 +52,8 @@ class RunConfig:
     train_csv: Path | None = None
     artifacts: Path = Path("hpsearch-artifacts")
     keep_weights: int = weights.DEFAULT_KEEP
+    jobs: int = 1  # worker processes sharing the study on this host
+    worker: int = 0  # this process's index among them
 
 
 def resolve_device(text: str) -> torch.device:
@@ -112,45 +115,53 @@ def open_study(
     return study
 
 
-def run(cfg: RunConfig, out: TextIO | None = None) -> optuna.Study:
-    """Run ``cfg.spec`` until the study holds ``cfg.trials`` finished trials (or the timeout).
-
-    Rerunning the same command after an interruption continues: finished trials are kept
-    and counted. Trials that fail (an exception) are recorded as FAIL and do not count;
-    ``MAX_CONSECUTIVE_FAILURES`` in a row raise StudyAborted.
-    """
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    # Data first: when it is missing, nothing has been written to the storage yet.
+def prepare(cfg: RunConfig, device: torch.device | None = None) -> tuple[datasets.SearchData, optuna.Study]:
+    """Load the data, then create or load the study and, when it is new, enqueue the
+    report's baseline. Data first: when it is missing, nothing has been written to the
+    storage yet. ``device`` overrides ``cfg.device`` (a launcher checks the data on the CPU)."""
     spec = cfg.spec
-    data = datasets.load(spec.dataset, cfg.device, cfg.data_root, subset=cfg.subset, val_fraction=spec.val_fraction,
-                         train_csv=cfg.train_csv, standardize=spec.standardize)
+    data = datasets.load(spec.dataset, device or cfg.device, cfg.data_root, subset=cfg.subset,
+                         val_fraction=spec.val_fraction, train_csv=cfg.train_csv, standardize=spec.standardize)
+    # Each worker seeds its sampler differently, or K workers would propose the same trials.
+    seed = None if cfg.seed is None else cfg.seed + cfg.worker
     study = open_study(
-        cfg.spec, cfg.storage_url, cfg.study_name, create=True,
-        sampler=make_sampler(cfg.sampler, cfg.seed, cfg.fixed), pruner=make_pruner(cfg.pruner, cfg.epochs),
+        spec, cfg.storage_url, cfg.study_name, create=True,
+        sampler=make_sampler(cfg.sampler, seed, cfg.fixed), pruner=make_pruner(cfg.pruner, cfg.epochs),
     )
     if not study.get_trials(deepcopy=False):
         study.enqueue_trial(
-            {**cfg.spec.baseline, **cfg.fixed},
-            user_attrs={"baseline": cfg.spec.baseline_source},
-            skip_if_exists=True,
+            {**spec.baseline, **cfg.fixed}, user_attrs={"baseline": spec.baseline_source}, skip_if_exists=True
         )
+    return data, study
 
+
+def run(cfg: RunConfig, out: TextIO | None = None) -> optuna.Study:
+    """Run ``cfg.spec`` until the study holds ``cfg.trials`` finished trials (or the timeout).
+
+    Safe with several workers (processes, hosts) on one storage: a worker starts a trial
+    only while finished + running trials are fewer than ``cfg.trials``, and waits while the
+    last ones run elsewhere (a dead worker's trial goes stale by heartbeat, is failed, and is
+    retried). Rerunning the same command after an interruption continues: finished trials
+    are kept and counted. Trials that fail (an exception) are recorded as FAIL and do not
+    count; ``MAX_CONSECUTIVE_FAILURES`` in a row raise StudyAborted.
+    """
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    data, study = prepare(cfg)
     progress = _Progress(cfg, out)
     objective = make_objective(cfg, data, progress)
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
     progress.header(study, len(data.train), len(data.val))
-    while (finished := count_finished(study)) < cfg.trials and not progress.failures_exhausted:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
+    while not progress.failures_exhausted and (deadline is None or time.monotonic() < deadline):
+        counts = _state_counts(study)
+        if counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] >= cfg.trials:
             break
-        study.optimize(
-            objective,
-            n_trials=cfg.trials - finished,
-            timeout=remaining,
-            catch=(Exception,),
-            callbacks=[progress.trial_done, optuna.study.MaxTrialsCallback(cfg.trials, states=FINISHED)],
-            gc_after_trial=False,
-        )
+        if counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] + counts[TrialState.RUNNING] >= cfg.trials:
+            # The last trials run in other workers: wait for them, and fail them if their
+            # worker died (heartbeat), so that this worker retries them.
+            optuna.storages.fail_stale_trials(study)
+            time.sleep(WAIT_SECONDS)
+            continue
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress.trial_done], gc_after_trial=False)
     if progress.failures_exhausted:
         raise StudyAborted(
             f"{MAX_CONSECUTIVE_FAILURES} trials in a row failed, the last with: {progress.last_failure}; "
@@ -160,14 +171,29 @@ def run(cfg: RunConfig, out: TextIO | None = None) -> optuna.Study:
     return study
 
 
+def _state_counts(study: optuna.Study) -> dict[TrialState, int]:
+    counts = dict.fromkeys(TrialState, 0)
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state] += 1
+    return counts
+
+
+class _Surplus(Exception):
+    """Two workers started a trial for the same last place; the later one gives way."""
+
+
 def make_objective(cfg: RunConfig, data: datasets.SearchData, progress: "_Progress") -> Callable[[optuna.Trial], float]:
     """The objective: build the trial's model, train it, report every epoch, offer the best
     epoch's weights to the keep-top-k store, and record in the trial's user attributes its
     seed, model, size, epoch time and why it ended (also as its optuna-dashboard note)."""
     spec = cfg.spec
-    store = weights.artifact_store(cfg.artifacts) if cfg.keep_weights > 0 else None
+    store = artifact_store(cfg.artifacts) if cfg.keep_weights > 0 else None
 
     def train_trial(trial: optuna.Trial, facts: dict[str, Any]) -> float:
+        ahead = [t for t in trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+                 if t.number < trial.number]
+        if len(ahead) >= cfg.trials:
+            raise _Surplus(f"surplus: {len(ahead)} earlier trials already fill the study's {cfg.trials}")
         params = spec.space(trial)
         # Without --seed each trial draws its own; either way it is stored, for reruns.
         seed = cfg.seed + trial.number if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
@@ -202,7 +228,7 @@ def make_objective(cfg: RunConfig, data: datasets.SearchData, progress: "_Progre
         try:
             value = train_trial(trial, facts)
             ended = "complete"
-        except optuna.TrialPruned as exc:
+        except (optuna.TrialPruned, _Surplus) as exc:
             ended = str(exc)
             raise
         except Exception as exc:
@@ -252,7 +278,8 @@ class _Progress:
         return self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES
 
     def say(self, line: str) -> None:
-        print(line, file=self.out or sys.stdout, flush=True)
+        prefix = f"[worker {self.cfg.worker}] " if self.cfg.jobs > 1 else ""
+        print(prefix + line, file=self.out or sys.stdout, flush=True)
 
     def header(self, study: optuna.Study, n_train: int, n_val: int) -> None:
         cfg = self.cfg
@@ -274,12 +301,15 @@ class _Progress:
         )
 
     def trial_done(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == TrialState.FAIL:
+        surplus = trial.user_attrs.get("ended", "").startswith("surplus")
+        if trial.state == TrialState.FAIL and not surplus:
             self.consecutive_failures += 1
             self.last_failure = trial.user_attrs.get("ended", "failed: unknown error")
             outcome = self.last_failure
             if self.failures_exhausted:
                 study.stop()
+        elif surplus:
+            outcome = trial.user_attrs["ended"]
         else:
             self.consecutive_failures = 0
             if trial.state == TrialState.COMPLETE:
