@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="stop starting trials after this long")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="fixed",
                      help="fix a parameter instead of searching it (repeatable)")
+    run.add_argument("--jobs", type=_positive_int, default=1, metavar="K",
+                     help="worker processes on this host sharing the study (default: 1); with several GPUs, "
+                          "one GPU each, round-robin")
     run.add_argument("--keep-weights", type=int, metavar="K",
                      help="keep the best-epoch weights of the K best complete trials (default: 3; 0: none)")
 
@@ -108,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--csv", metavar="FILE", help="score on this CSV (rows of label + 784 pixels) instead")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
 
+    dashboard = sub.add_parser("dashboard", help="serve optuna-dashboard on the study storage and its trial weights",
+                               description="Run optuna-dashboard on the same storage and artifact store as 'hpsearch run'.")
+    _storage_options(dashboard, artifacts=True)
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 exposes it)")
+    dashboard.add_argument("--port", type=_positive_int, default=8080, help="port (default: 8080)")
+
     report = sub.add_parser("report", help="one self-contained HTML page of plotly figures for a study")
     report.add_argument("study", metavar="STUDY", help="a study name from 'hpsearch list'")
     report.add_argument("--out", required=True, metavar="PATH", help="HTML file to write")
@@ -116,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 
-def cmd_run(args) -> None:
-    from hpsearch import data, registry, runner, space, storage, weights
+def cmd_run(args) -> int | None:
+    from hpsearch import data, registry, runner, space, storage, weights, workers
 
     spec = registry.get(args.study)
     fixed = space.parse_fixed(args.fixed, spec.space, spec.name)
@@ -138,8 +148,13 @@ def cmd_run(args) -> None:
         train_csv=Path(args.train_csv) if args.train_csv else None,
         artifacts=storage.artifacts_dir(storage.resolve_url(args.storage), args.artifacts),
         keep_weights=weights.DEFAULT_KEEP if args.keep_weights is None else max(0, args.keep_weights),
+        jobs=args.jobs,
+        worker=workers.worker_index() or 0,
     )
+    if args.jobs > 1 and workers.worker_index() is None:
+        return workers.launch(cfg, args.argv)
     runner.run(cfg)
+    return None
 
 
 def cmd_list(args) -> None:
@@ -218,7 +233,15 @@ def cmd_report(args) -> None:
     print(f"wrote {path}")
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "show": cmd_show, "export": cmd_export, "evaluate": cmd_evaluate,
+def cmd_dashboard(args) -> None:
+    from hpsearch import dashboard, storage
+
+    url = storage.resolve_url(args.storage)
+    dashboard.serve(url, storage.artifacts_dir(url, args.artifacts), host=args.host, port=args.port,
+                    study_name=args.study_name)
+
+
+COMMANDS = {"dashboard": cmd_dashboard, "run": cmd_run, "list": cmd_list, "show": cmd_show, "export": cmd_export, "evaluate": cmd_evaluate,
             "report": cmd_report}
 
 
@@ -229,7 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # hpsearch prints its own progress; Optuna's INFO lines would repeat it.
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        COMMANDS[args.command](args)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
+        code = COMMANDS[args.command](args)
+        if code:
+            return code
     except UsageError as exc:
         print(f"hpsearch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -17,6 +17,7 @@ from hpsearch import checkpoint as ckpt
 from hpsearch import data as datasets
 from hpsearch import weights
 from hpsearch.errors import UsageError
+from hpsearch.storage import artifact_store
 from hpsearch.spec import StudySpec
 from hpsearch.train import fit
 
@@ -76,7 +77,7 @@ def export(
     if retrain_on is not None:
         state = retrain(spec, trial, retrain_on, device)
     else:
-        state = weights.stored_weights(study, trial, weights.artifact_store(store_dir))
+        state = weights.stored_weights(study, trial, artifact_store(store_dir))
         if state is None:
             raise UsageError(
                 f"trial {trial.number} kept no weights in {store_dir} (only the best few trials keep them): "

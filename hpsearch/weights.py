@@ -10,7 +10,6 @@ it; ``stored_weights`` tells whether the file is still there.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -66,12 +65,9 @@ def offer(
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / FILENAME
         torch.save({k: v.cpu() for k, v in state.items()}, path)
-        upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+        # mimetypes would guess an SNES format for ".pt".
+        upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
+                        mimetype="application/octet-stream")
     for _, artifact_id in kept[keep - 1 :]:
         store.remove(artifact_id)
     return True
-
-
-def artifact_store(path: str | os.PathLike) -> FileSystemArtifactStore:
-    Path(path).mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(str(path))
