@@ -26,7 +26,7 @@ from hpsearch import weights
 from hpsearch.algorithms import make_pruner, make_sampler
 from hpsearch.errors import StudyAborted, UsageError
 from hpsearch.spec import StudySpec
-from hpsearch.storage import artifact_store, mask, open_storage
+from hpsearch.storage import GRACE_SECONDS, artifact_store, mask, open_storage
 from hpsearch.train import Diverged, EpochResult, fit
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -158,6 +158,7 @@ def run(cfg: RunConfig, out: TextIO | None = None) -> optuna.Study:
         if counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] + counts[TrialState.RUNNING] >= cfg.trials:
             # The last trials run in other workers: wait for them, and fail them if their
             # worker died (heartbeat), so that this worker retries them.
+            progress.waiting(counts[TrialState.RUNNING])
             optuna.storages.fail_stale_trials(study)
             time.sleep(WAIT_SECONDS)
             continue
@@ -272,6 +273,7 @@ class _Progress:
         self.cfg, self.out = cfg, out
         self.consecutive_failures = 0
         self.last_failure = ""
+        self.said_waiting = False
 
     @property
     def failures_exhausted(self) -> bool:
@@ -290,7 +292,14 @@ class _Progress:
             f"sampler {cfg.sampler}, pruner {cfg.pruner}, up to {cfg.epochs} epochs"
         )
 
+    def waiting(self, running: int) -> None:
+        if not self.said_waiting:
+            self.said_waiting = True
+            self.say(f"waiting for {running} trial(s) running elsewhere to finish the study; a trial whose "
+                     f"worker died is failed after {GRACE_SECONDS} s without a heartbeat, then retried here")
+
     def start(self, trial: optuna.Trial) -> None:
+        self.said_waiting = False
         params = " ".join(f"{k}={format_value(v)}" for k, v in trial.params.items())
         self.say(f"trial {trial.number}: {params}")
 
