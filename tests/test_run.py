@@ -8,7 +8,6 @@ import sys
 import time
 
 import optuna
-import pytest
 import torch
 from optuna.trial import TrialState
 
