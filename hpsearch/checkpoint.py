@@ -35,7 +35,7 @@ import torchvision
 import hpsearch
 import models
 from hpsearch import data as datasets
-from hpsearch.errors import UsageError
+from hpsearch.errors import UsageError, first_line
 
 FORMAT = "hpsearch-checkpoint/1"
 REQUIRED = ("model", "state_dict", "sha256", "task", "dataset", "normalization", "classes", "metrics")
@@ -63,8 +63,7 @@ def build(
     noise_sigma: float,
 ) -> dict[str, Any]:
     info = datasets.DATASETS[spec.dataset]
-    channels = len(info.mean)
-    mean, std = (info.mean, info.std) if spec.standardize else ((0.0,) * channels, (1.0,) * channels)
+    mean, std = datasets.normalization(spec.dataset, spec.standardize)
     state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     return {
         "format": FORMAT,
@@ -110,12 +109,12 @@ def load(path: Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = (str(exc).strip().splitlines() or ["unsafe content"])[0]
+        first = first_line(exc, "unsafe content")
         if "weights_only" in first or "Unsupported global" in str(exc):
             first = "it holds pickled code, which hpsearch never runs"
         raise UsageError(f"{path} refused: {first}; only checkpoints written by 'hpsearch export' load") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise UsageError(f"{path} is not a readable checkpoint (truncated or foreign: {first}); export it again") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise UsageError(f"{path} is not an hpsearch checkpoint (no {FORMAT!r} marker); export one with 'hpsearch export'")
@@ -134,7 +133,7 @@ def rebuild(checkpoint: dict[str, Any]) -> nn.Module:
         model = models.create(spec["name"], **spec["kwargs"])
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise UsageError(f"checkpoint model {spec.get('name')!r} cannot be rebuilt ({first}); export it again") from None
     return model.eval()
 

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from hpsearch.errors import UsageError
+from hpsearch.errors import UsageError, first_line
 
 
 class DataUnavailable(UsageError):
@@ -163,8 +163,7 @@ def load(
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed))
             val_idx, train_idx = order[:n_val], order[n_val:]
             train_xy, val_xy = (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
-        channels = images.shape[1] if images.dim() == 4 else 1
-        mean, std = (info.mean, info.std) if standardize else ((0.0,) * channels, (1.0,) * channels)
+        mean, std = normalization(name, standardize)
         _LOADED[key] = SearchData(
             train=_to_device(*train_xy, mean, std, device),
             val=_to_device(*val_xy, mean, std, device),
@@ -188,6 +187,15 @@ def _training_source(info: DatasetInfo, root: Path, train_csv: Path | None) -> R
             f"use it with {usable}, or drop the CSV"
         )
     return read_csv(Path(train_csv), info.image_shape, len(info.classes), list(info.classes))
+
+
+def normalization(name: str, standardize: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel (mean, std) applied to [0, 1] pixels of dataset ``name``: its own
+    statistics when ``standardize``, else 0 and 1 (pixels stay in [0, 1])."""
+    info = _info(name)
+    if standardize:
+        return info.mean, info.std
+    return (0.0,) * len(info.mean), (1.0,) * len(info.mean)
 
 
 def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
@@ -363,7 +371,7 @@ def _decode_rgb(path) -> torch.Tensor:
     except (RuntimeError, OSError) as e:
         if not Path(path).is_file():
             raise DataUnavailable(f"{path} is missing: put the image file back (or the whole folder)") from None
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         raise UsageError(f"cannot decode {path} ({reason}): replace it with a valid JPEG or PNG") from None
 
 

@@ -11,7 +11,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from hpsearch.errors import UsageError
+from hpsearch.errors import UsageError, first_line
 
 DEFAULT_URL = "sqlite:///hpsearch.db"
 HEARTBEAT_SECONDS = 60
@@ -83,7 +83,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
         return storage
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         reason = reason.replace(url, mask(url))
         if parsed.password:
             for form in {parsed.password, quote(parsed.password, safe=""), quote_plus(parsed.password)}:
