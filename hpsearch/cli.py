@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
 from hpsearch import __version__
 from hpsearch.algorithms import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
-from hpsearch.errors import StudyAborted, UsageError
+from hpsearch.errors import StudyAborted, Terminated, UsageError
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "one GPU each, round-robin")
     run.add_argument("--keep-weights", type=int, metavar="K",
                      help="keep the best-epoch weights of the K best complete trials (default: 3; 0: none)")
+    run.add_argument("--heartbeat", type=_positive_int, metavar="SECONDS",
+                     help="seconds between a running trial's heartbeats; a trial silent for 3 of them counts as "
+                          "dead (its worker was killed) and is failed and retried (default: 60)")
 
     sub.add_parser("list", help="list the registered studies")
 
@@ -148,6 +154,7 @@ def cmd_run(args) -> int | None:
         train_csv=Path(args.train_csv) if args.train_csv else None,
         artifacts=storage.artifacts_dir(storage.resolve_url(args.storage), args.artifacts),
         keep_weights=weights.DEFAULT_KEEP if args.keep_weights is None else max(0, args.keep_weights),
+        heartbeat=args.heartbeat or storage.HEARTBEAT_SECONDS,
         jobs=args.jobs,
         worker=workers.worker_index() or 0,
     )
@@ -245,7 +252,22 @@ COMMANDS = {"dashboard": cmd_dashboard, "run": cmd_run, "list": cmd_list, "show"
             "report": cmd_report}
 
 
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM (docker stop, kill, a batch scheduler) ends a run the way Ctrl-C does.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         import optuna
@@ -259,10 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"hpsearch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("hpsearch: interrupted; finished trials are stored, run the same command again to continue",
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"hpsearch: {what}; finished trials are stored, run the same command again to continue",
               file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except StudyAborted as exc:
         print(f"hpsearch: error: {exc}", file=sys.stderr)
         return 1

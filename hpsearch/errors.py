@@ -1,8 +1,22 @@
-"""The one error type the command line turns into a single line and exit status 2."""
+"""The errors the command line turns into one line on stderr and an exit status."""
 
 
 class UsageError(Exception):
-    """Bad input from the user: the message names the problem and the fix, in one line."""
+    """Bad input from the user: the message names the problem and the fix, in one line (exit 2)."""
+
+
+class StudyAborted(Exception):
+    """Trials keep failing: the search stops instead of burning its budget on errors (exit 1)."""
+
+
+class StorageLost(StudyAborted):
+    """The study database stopped answering in the middle of a run (exit 1). Finished trials
+    are safe in it; the trial that was running is failed by heartbeat and retried by the next run."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be. A KeyboardInterrupt so that Optuna records the
+    trial in progress as FAIL on the way out instead of leaving it RUNNING."""
 
 
 def first_line(exc: BaseException, default: str | None = None) -> str:
@@ -10,7 +24,3 @@ def first_line(exc: BaseException, default: str | None = None) -> str:
     else the exception's type name)."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else default or type(exc).__name__
-
-
-class StudyAborted(Exception):
-    """Trials keep failing: the search stops instead of burning its budget on errors."""

@@ -7,8 +7,12 @@ parameters and a per-epoch callback.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
 import os
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 import optuna
+import sqlalchemy
 import torch
 from optuna.trial import TrialState
 from optuna_dashboard import save_note
@@ -24,9 +29,10 @@ import models
 from hpsearch import data as datasets
 from hpsearch import weights
 from hpsearch.algorithms import make_pruner, make_sampler
-from hpsearch.errors import StudyAborted, UsageError
+from hpsearch.errors import StorageLost, StudyAborted, UsageError, first_line
 from hpsearch.spec import StudySpec
-from hpsearch.storage import GRACE_SECONDS, artifact_store, mask, open_storage
+from hpsearch.storage import (HEARTBEAT_SECONDS, artifact_store, describe_error, grace_seconds, mask, open_storage,
+                              storage_errors)
 from hpsearch.train import Diverged, EpochResult, fit
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -52,6 +58,7 @@ class RunConfig:
     train_csv: Path | None = None
     artifacts: Path = Path("hpsearch-artifacts")
     keep_weights: int = weights.DEFAULT_KEEP
+    heartbeat: int = HEARTBEAT_SECONDS  # seconds between a running trial's heartbeats
     jobs: int = 1  # worker processes sharing the study on this host
     worker: int = 0  # this process's index among them
 
@@ -87,9 +94,10 @@ def open_study(
     create: bool = False,
     sampler: optuna.samplers.BaseSampler | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
+    heartbeat: int = HEARTBEAT_SECONDS,
 ) -> optuna.Study:
     """Load the study (or create it when ``create``), refusing one made for another metric."""
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, heartbeat)
     try:
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
@@ -127,6 +135,7 @@ def prepare(cfg: RunConfig, device: torch.device | None = None) -> tuple[dataset
     study = open_study(
         spec, cfg.storage_url, cfg.study_name, create=True,
         sampler=make_sampler(cfg.sampler, seed, cfg.fixed), pruner=make_pruner(cfg.pruner, cfg.epochs),
+        heartbeat=cfg.heartbeat,
     )
     if not study.get_trials(deepcopy=False):
         study.enqueue_trial(
@@ -143,14 +152,75 @@ def run(cfg: RunConfig, out: TextIO | None = None) -> optuna.Study:
     last ones run elsewhere (a dead worker's trial goes stale by heartbeat, is failed, and is
     retried). Rerunning the same command after an interruption continues: finished trials
     are kept and counted. Trials that fail (an exception) are recorded as FAIL and do not
-    count; ``MAX_CONSECUTIVE_FAILURES`` in a row raise StudyAborted.
+    count; ``MAX_CONSECUTIVE_FAILURES`` in a row raise StudyAborted. A database that stops
+    answering mid-run raises StorageLost: nothing is retried against it, finished trials stay
+    as stored, and the trial that was running goes stale and is retried by the next run.
     """
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     data, study = prepare(cfg)
     progress = _Progress(cfg, out)
     objective = make_objective(cfg, data, progress)
+    try:
+        with _expected_failures_said_once():
+            progress.header(study, len(data.train), len(data.val))
+            _search(cfg, study, objective, progress)
+    except Exception as exc:
+        lost = _storage_error_in(exc)
+        if lost is None:
+            raise
+        raise StorageLost(
+            f"lost the storage {mask(cfg.storage_url)} mid-run: {describe_error(lost, cfg.storage_url)}; finished "
+            "trials are kept there; once it answers again, run the same command to continue (the trial that was "
+            "running is failed by heartbeat and retried)"
+        ) from None
+    return study
+
+
+def _storage_error_in(exc: BaseException | None) -> BaseException | None:
+    """The storage error that ``exc`` is or arose from. Optuna 5.0's trial loop can turn a
+    failed write into an UnboundLocalError of its own, chained to the storage error."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, storage_errors()):
+            return exc.__cause__ if isinstance(exc.__cause__, sqlalchemy.exc.SQLAlchemyError) else exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _expected_failures_said_once():
+    """Ctrl-C, SIGTERM, out of memory and a lost database each get one line from hpsearch;
+    keep Optuna's failed-trial warning (with its traceback) and its heartbeat thread's dying
+    traceback for failures nobody expected, where the traceback is the useful part."""
+    expected = (KeyboardInterrupt, TrialOutOfMemory, *storage_errors())
+
+    silenced: set[str] = set()  # "Trial N": Optuna follows the warning with "Trial N failed with value None"
+
+    def log_filter(record: logging.LogRecord) -> bool:
+        trial = " ".join(record.getMessage().split()[:2])
+        if record.exc_info and isinstance(record.exc_info[1], expected):
+            silenced.add(trial)
+            return False
+        return trial not in silenced
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if not issubclass(args.exc_type, storage_errors()):
+            previous_hook(args)
+
+    optimize_logger = logging.getLogger("optuna.study._optimize")
+    previous_hook = threading.excepthook
+    optimize_logger.addFilter(log_filter)
+    threading.excepthook = thread_hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous_hook
+        optimize_logger.removeFilter(log_filter)
+
+
+def _search(cfg: RunConfig, study: optuna.Study, objective: Callable, progress: "_Progress") -> None:
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
-    progress.header(study, len(data.train), len(data.val))
     while not progress.failures_exhausted and (deadline is None or time.monotonic() < deadline):
         counts = _state_counts(study)
         if counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] >= cfg.trials:
@@ -169,7 +239,6 @@ def run(cfg: RunConfig, out: TextIO | None = None) -> optuna.Study:
             f"the {count_finished(study)} finished trials are stored"
         )
     progress.footer(study)
-    return study
 
 
 def _state_counts(study: optuna.Study) -> dict[TrialState, int]:
@@ -181,6 +250,22 @@ def _state_counts(study: optuna.Study) -> dict[TrialState, int]:
 
 class _Surplus(Exception):
     """Two workers started a trial for the same last place; the later one gives way."""
+
+
+class TrialOutOfMemory(Exception):
+    """A trial ran out of device (or host) memory; its memory has been released."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's failure (a plain RuntimeError)."""
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
+def release_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def make_objective(cfg: RunConfig, data: datasets.SearchData, progress: "_Progress") -> Callable[[optuna.Trial], float]:
@@ -226,6 +311,7 @@ def make_objective(cfg: RunConfig, data: datasets.SearchData, progress: "_Progre
     def objective(trial: optuna.Trial) -> float:
         facts: dict[str, Any] = {"epoch_seconds": []}
         ended = "interrupted"
+        out_of_memory = False
         try:
             value = train_trial(trial, facts)
             ended = "complete"
@@ -233,13 +319,23 @@ def make_objective(cfg: RunConfig, data: datasets.SearchData, progress: "_Progre
             ended = str(exc)
             raise
         except Exception as exc:
-            ended = f"failed: {type(exc).__name__}: {exc}"
-            raise
+            if not is_out_of_memory(exc):
+                ended = f"failed: {type(exc).__name__}: {exc}"
+                raise
+            out_of_memory = True
+            ended = f"failed: out of memory: {first_line(exc)}"
         finally:
             trial.set_user_attr("ended", ended)
             if facts["epoch_seconds"]:
                 trial.set_user_attr("epoch_seconds", sum(facts["epoch_seconds"]) / len(facts["epoch_seconds"]))
             save_note(trial, _note(trial, ended, facts))
+        if out_of_memory:
+            # Out here the caught exception and its traceback are gone, and with them the
+            # frames that held the model, its optimizer state and the batch; free them before
+            # the next trial asks for memory.
+            facts.clear()
+            release_memory(cfg.device)
+            raise TrialOutOfMemory(ended.removeprefix("failed: "))
         return value
 
     return objective
@@ -296,7 +392,8 @@ class _Progress:
         if not self.said_waiting:
             self.said_waiting = True
             self.say(f"waiting for {running} trial(s) running elsewhere to finish the study; a trial whose "
-                     f"worker died is failed after {GRACE_SECONDS} s without a heartbeat, then retried here")
+                     f"worker died is failed after {grace_seconds(self.cfg.heartbeat)} s without a heartbeat, "
+                     "then retried here")
 
     def start(self, trial: optuna.Trial) -> None:
         self.said_waiting = False

@@ -15,7 +15,7 @@ from hpsearch.errors import UsageError, first_line
 
 DEFAULT_URL = "sqlite:///hpsearch.db"
 HEARTBEAT_SECONDS = 60
-GRACE_SECONDS = 180
+GRACE_BEATS = 3  # a trial is stale after this many heartbeat intervals without one
 MAX_RETRY = 3
 
 
@@ -44,9 +44,33 @@ def _mask_unparsed(text: str) -> str:
     return text if colon < 0 else f"{text[:colon + 1]}***{text[at:]}"
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage for ``url`` with heartbeats on, so a trial whose worker died is
-    failed and re-queued (up to ``MAX_RETRY`` times) by the next worker that starts a trial.
+def grace_seconds(heartbeat: int) -> int:
+    """Seconds without a heartbeat after which a RUNNING trial counts as dead."""
+    return GRACE_BEATS * heartbeat
+
+
+def storage_errors() -> tuple[type[Exception], ...]:
+    """What a storage call raises when the database stops answering mid-run."""
+    return (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
+
+
+def describe_error(exc: BaseException, url: str) -> str:
+    """The first line of a database error, with the URL and any password masked."""
+    reason = first_line(exc).replace(url, mask(url))
+    try:
+        password = make_url(url).password
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        password = None
+    if password:
+        for form in {password, quote(password, safe=""), quote_plus(password)}:
+            reason = reason.replace(form, "***")
+    return reason
+
+
+def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage for ``url`` with a heartbeat every ``heartbeat`` seconds, so a
+    trial whose worker died is failed after ``grace_seconds(heartbeat)`` and re-queued (up to
+    ``MAX_RETRY`` times) by the next worker that starts a trial or waits for one.
 
     Raises UsageError, with the password masked, when the URL is malformed or the database
     cannot be opened. An SQLite file is created only when its folder exists.
@@ -72,8 +96,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             storage = optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
+                heartbeat_interval=heartbeat,
+                grace_period=grace_seconds(heartbeat),
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
             )
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
@@ -83,12 +107,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
         return storage
     except Exception as exc:
-        reason = first_line(exc)
-        reason = reason.replace(url, mask(url))
-        if parsed.password:
-            for form in {parsed.password, quote(parsed.password, safe=""), quote_plus(parsed.password)}:
-                reason = reason.replace(form, "***")
-        raise UsageError(f"cannot open storage {mask(url)}: {reason}") from None
+        raise UsageError(f"cannot open storage {mask(url)}: {describe_error(exc, url)}") from None
 
 
 def artifacts_dir(url: str, explicit: str | None = None) -> Path:
