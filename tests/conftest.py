@@ -54,9 +54,17 @@ class PostgresServer:
     """A running throwaway PostgreSQL server: user ``hp`` with a password (md5 auth), on
     127.0.0.1:``port``. ``new_database()`` makes an empty database and returns its URL."""
 
-    def __init__(self, port: int, password: str):
+    def __init__(self, port: int, password: str, pg_ctl=None):
         self.port, self.password = port, password
+        self._pg_ctl = pg_ctl  # runs pg_ctl with the given action: "stop" or "start"
         self._count = 0
+
+    def stop(self) -> None:
+        """Stop the server at once (pg_ctl -m fast: open connections are cut)."""
+        self._pg_ctl("stop")
+
+    def start(self) -> None:
+        self._pg_ctl("start")
 
     def url(self, database: str, password: str | None = None, port: int | None = None) -> str:
         pw = self.password if password is None else password
@@ -141,13 +149,17 @@ def postgres_server():
               "--encoding=UTF8", "--no-sync")
     if proc.returncode != 0:
         fail("initdb", proc)
-    # pg_ctl -l sends the server's output to the log, so no pipe stays open behind it.
-    proc = pg(str(bindir / "pg_ctl"), "-D", str(data), "-o",
-              f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "-l", str(log), "-w", "start")
-    if proc.returncode != 0:
-        fail("pg_ctl start", proc)
+    def pg_ctl(action: str) -> None:
+        # pg_ctl -l sends the server's output to the log, so no pipe stays open behind it.
+        options = ["-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "-l", str(log)]
+        proc = pg(str(bindir / "pg_ctl"), "-D", str(data), *(options if action == "start" else ["-m", "fast"]),
+                  "-w", action)
+        if proc.returncode != 0:
+            fail(f"pg_ctl {action}", proc)
+
+    pg_ctl("start")
     try:
-        yield PostgresServer(port, password)
+        yield PostgresServer(port, password, pg_ctl)
     finally:
         pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
         shutil.rmtree(root, ignore_errors=True)

@@ -61,11 +61,14 @@ def test_show_of_a_study_that_was_never_run(tmp_path, capsys):
     assert "no study 'fashion-lenet'" in one_line_error(capsys)
 
 
-def test_a_study_name_taken_by_another_direction_is_refused(fashion_root, tmp_path, capsys):
+@pytest.mark.parametrize("direction, metric", [("minimize", None), ("maximize", "val_loss")])
+def test_a_study_name_taken_by_another_direction_or_metric_is_refused(direction, metric, fashion_root, tmp_path, capsys):
     import optuna
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    optuna.create_study(study_name="taken", storage=url, direction="minimize")
+    taken = optuna.create_study(study_name="taken", storage=url, direction=direction)
+    if metric:
+        taken.set_user_attr("metric", metric)
     assert main(["run", "fashion-lenet", "--trials", "1", "--study-name", "taken",
                  "--storage", url, "--data-dir", str(fashion_root)]) == 2
     assert "choose another --study-name" in one_line_error(capsys)

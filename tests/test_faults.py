@@ -1,0 +1,217 @@
+"""The fault suite: a search survives killed workers, signals, diverging and out-of-memory
+trials and a database that goes away, without losing or corrupting a finished trial.
+
+The process tests run the real command (``python -m hpsearch run``) and watch the storage
+from outside, the way a second terminal would; the heartbeat is 1 s so a dead worker's
+trial goes stale in 3 s instead of 3 minutes.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import weakref
+
+import optuna
+import pytest
+import sqlalchemy
+import torch
+from optuna.trial import TrialState
+
+import models
+from hpsearch.cli import main
+from synthetic import write_fashion_mnist
+
+STUDY = "fashion-lenet"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@pytest.fixture(scope="module")
+def slow_fashion(tmp_path_factory):
+    """Enough images that a trial lasts seconds, so there is a 'middle' to hit."""
+    return write_fashion_mnist(tmp_path_factory.mktemp("slow-fashion"), n_train=2000, n_test=100)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_storage(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hpsearch.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def command(url, data_root, tmp_path, trials):
+    return [sys.executable, "-m", "hpsearch", "run", STUDY, "--trials", str(trials), "--epochs", "4",
+            "--pruner", "none", "--seed", "0", "--heartbeat", "1", "--storage", url,
+            "--artifacts", str(tmp_path / "artifacts"), "--data-dir", str(data_root),
+            "--set", "c1=6", "--set", "c2=16", "--set", "c3=64", "--set", "batch_size=32"]
+
+
+def trial_rows(url):
+    """(number, state) of every trial, read with plain SQL: () until the worker has made the tables."""
+    if url.startswith("sqlite:///") and not os.path.exists(url.removeprefix("sqlite:///")):
+        return ()
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return tuple(conn.execute(sqlalchemy.text(
+                "SELECT t.number, t.state, (SELECT count(*) FROM trial_intermediate_values v "
+                "WHERE v.trial_id = t.trial_id) FROM trials t ORDER BY t.number")))
+    except sqlalchemy.exc.SQLAlchemyError:
+        return ()
+    finally:
+        engine.dispose()
+
+
+def wait_mid_trial(proc, url, timeout=180) -> int:
+    """Wait until at least one trial has finished and a later one is RUNNING with an epoch
+    reported; return that trial's number."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the run ended early: {proc.communicate()}"
+        rows = trial_rows(url)
+        if any(state in ("COMPLETE", "PRUNED") for _, state, _ in rows):
+            running = [number for number, state, epochs in rows if state == "RUNNING" and epochs >= 1]
+            if running:
+                return running[0]
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("no trial reached its middle in time")
+
+
+def load(url):
+    return optuna.load_study(study_name=STUDY, storage=url).get_trials()
+
+
+def snapshot(url):
+    return {t.number: (t.state, t.value, t.params) for t in load(url) if t.state in FINISHED}
+
+
+def assert_completed_to_n(url, n, before):
+    trials = load(url)
+    assert sum(t.state in FINISHED for t in trials) == n
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    after = snapshot(url)
+    assert {k: after[k] for k in before} == before  # finished trials untouched
+    return {t.number: t for t in trials}
+
+
+def test_kill_9_mid_trial_fails_and_retries_it_and_still_finishes_exactly_n(any_storage, slow_fashion, tmp_path):
+    cmd = command(any_storage, slow_fashion, tmp_path, trials=3)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = wait_mid_trial(proc, any_storage)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert {t.number: t.state for t in load(any_storage)}[victim] == TrialState.RUNNING  # nobody could tidy up
+    before = snapshot(any_storage)
+    assert len(before) >= 1
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    trials = assert_completed_to_n(any_storage, 3, before)
+    assert trials[victim].state == TrialState.FAIL
+    retried = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    assert retried[0].params == trials[victim].params
+
+
+@pytest.mark.parametrize("signum, status, word", [(signal.SIGINT, 130, "interrupted"),
+                                                  (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_mid_trial_exits_in_seconds_and_a_rerun_continues_to_n(signum, status, word, slow_fashion, tmp_path):
+    url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
+    cmd = command(url, slow_fashion, tmp_path, trials=3)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = wait_mid_trial(proc, url)
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    seconds = time.monotonic() - sent
+    assert proc.returncode == status, err
+    assert seconds < 10, f"took {seconds:.1f} s to exit"
+    assert err.strip().splitlines() == [f"hpsearch: {word}; finished trials are stored, "
+                                        "run the same command again to continue"]
+    trials = {t.number: t for t in load(url)}
+    assert trials[victim].state == TrialState.FAIL and trials[victim].user_attrs["ended"] == "interrupted"
+    assert not [t for t in trials.values() if t.state == TrialState.RUNNING]
+    before = snapshot(url)
+    assert 1 <= len(before) < 3
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_completed_to_n(url, 3, before)
+
+
+def test_sigterm_reaches_every_worker_of_jobs(slow_fashion, tmp_path):
+    url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
+    cmd = [*command(url, slow_fashion, tmp_path, trials=4), "--jobs", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_mid_trial(proc, url)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert not [t for t in load(url) if t.state == TrialState.RUNNING]
+
+
+@pytest.mark.parametrize("failure", ["cpu allocator", "cuda"])
+def test_out_of_memory_fails_the_trial_frees_it_and_the_next_trial_runs(failure, fashion_root, tmp_path, monkeypatch, capsys):
+    """Trial 1's model asks for more memory than exists: on the CPU, a real allocation of
+    1 EiB that the allocator refuses; for CUDA, the error type CUDA raises."""
+    class MemoryHog(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            if failure == "cuda":
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            torch.empty(1 << 60, dtype=torch.uint8, device=x.device)
+            return self.inner(x)
+
+    real_create = models.create
+    built = []
+
+    def create(name, **kwargs):
+        if len(built) == 2:  # trial 2 starts: nothing may still hold trial 1's model
+            assert built[1]() is None, "the out-of-memory trial's model is still alive"
+        model = real_create(name, **kwargs)
+        model = MemoryHog(model) if len(built) == 1 else model
+        built.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(models, "create", create)
+    url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
+    assert main(["run", STUDY, "--trials", "3", "--epochs", "2", "--pruner", "none", "--storage", url,
+                 "--data-dir", str(fashion_root), "--set", "c1=4", "--set", "c2=8", "--set", "c3=32"]) == 0
+    trials = load(url)
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE,
+                                         TrialState.COMPLETE]
+    ended = trials[1].user_attrs["ended"]
+    assert ended.startswith("failed: out of memory: ")
+    assert ("can't allocate memory" if failure == "cpu allocator" else "CUDA out of memory") in ended
+    assert len(built) == 4
+    assert "trial 1 failed: out of memory" in capsys.readouterr().out
+
+
+def test_postgresql_going_away_mid_run_is_one_line_and_a_rerun_after_it_returns_finishes(
+        postgres_server, postgres_url, slow_fashion, tmp_path):
+    cmd = command(postgres_url, slow_fashion, tmp_path, trials=3)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_mid_trial(proc, postgres_url)
+    before = snapshot(postgres_url)
+    postgres_server.stop()
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        postgres_server.start()
+    assert proc.returncode == 1, err
+    errors = [line for line in err.splitlines() if line.startswith("hpsearch:")]
+    assert len(errors) == 1 and errors[0].startswith("hpsearch: error: lost the storage postgresql+psycopg://hp:***@")
+    assert "run the same command to continue" in errors[0]
+    assert "Traceback" not in err
+    assert postgres_server.password not in out + err
+    after = snapshot(postgres_url)
+    assert {k: after[k] for k in before} == before
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_completed_to_n(postgres_url, 3, before)
