@@ -31,8 +31,8 @@ from hpsearch import weights
 from hpsearch.algorithms import make_pruner, make_sampler
 from hpsearch.errors import StorageLost, StudyAborted, UsageError, first_line
 from hpsearch.spec import StudySpec
-from hpsearch.storage import (HEARTBEAT_SECONDS, artifact_store, describe_error, grace_seconds, mask, open_storage,
-                              storage_errors)
+from hpsearch.storage import (HEARTBEAT_SECONDS, MAX_RETRY, artifact_store, describe_error, grace_seconds, mask,
+                              open_storage, storage_errors)
 from hpsearch.train import Diverged, EpochResult, fit
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -176,6 +176,18 @@ def run(cfg: RunConfig, out: TextIO | None = None) -> optuna.Study:
     return study
 
 
+def _requeue(study: optuna.Study, number: int | None) -> None:
+    """Queue an interrupted trial again with the same parameters, as Optuna's heartbeat
+    retry does for a dead worker's trial, so that rerunning the command redoes that
+    configuration first instead of losing it (trial 0, the report's baseline, included)."""
+    if number is None:
+        return
+    with contextlib.suppress(*storage_errors()):
+        trial = study.get_trials(deepcopy=False)[number]
+        if trial.state == TrialState.FAIL and trial.user_attrs.get("ended") == "interrupted":
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+
+
 def _storage_error_in(exc: BaseException | None) -> BaseException | None:
     """The storage error that ``exc`` is or arose from. Optuna 5.0's trial loop can turn a
     failed write into an UnboundLocalError of its own, chained to the storage error."""
@@ -232,7 +244,12 @@ def _search(cfg: RunConfig, study: optuna.Study, objective: Callable, progress: 
             optuna.storages.fail_stale_trials(study)
             time.sleep(WAIT_SECONDS)
             continue
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress.trial_done], gc_after_trial=False)
+        try:
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress.trial_done],
+                           gc_after_trial=False)
+        except KeyboardInterrupt:
+            _requeue(study, progress.current)
+            raise
     if progress.failures_exhausted:
         raise StudyAborted(
             f"{MAX_CONSECUTIVE_FAILURES} trials in a row failed, the last with: {progress.last_failure}; "
@@ -370,6 +387,7 @@ class _Progress:
         self.consecutive_failures = 0
         self.last_failure = ""
         self.said_waiting = False
+        self.current: int | None = None  # number of the trial this worker runs or ran last
 
     @property
     def failures_exhausted(self) -> bool:
@@ -397,6 +415,7 @@ class _Progress:
 
     def start(self, trial: optuna.Trial) -> None:
         self.said_waiting = False
+        self.current = trial.number
         params = " ".join(f"{k}={format_value(v)}" for k, v in trial.params.items())
         self.say(f"trial {trial.number}: {params}")
 

@@ -149,7 +149,11 @@ def test_a_signal_mid_trial_exits_in_seconds_and_a_rerun_continues_to_n(signum, 
 
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert_completed_to_n(url, 3, before)
+    trials = assert_completed_to_n(url, 3, before)
+    # The interrupted configuration was queued again, so the rerun did it rather than lose it.
+    retried = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    assert retried[0].params == trials[victim].params
 
 
 def test_sigterm_reaches_every_worker_of_jobs(slow_fashion, tmp_path):
