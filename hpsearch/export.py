@@ -37,8 +37,10 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
     return trials[number]
 
 
-def retrain(spec: StudySpec, trial: optuna.trial.FrozenTrial, data: datasets.SearchData, device) -> dict:
-    """Train the trial's configuration afresh on train + validation for its best epoch count."""
+def retrain(spec: StudySpec, trial: optuna.trial.FrozenTrial, data: datasets.SearchData, device,
+            out: TextIO | None = None) -> dict:
+    """Train the trial's configuration afresh on train + validation for its best epoch count,
+    printing a line per epoch (a retrain can take as long as the trial did)."""
     full = datasets.Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
     # fit() still scores a validation split each epoch; with the validation images inside the
     # training set that score means nothing and is not used: the checkpoint keeps the search's.
@@ -46,7 +48,15 @@ def retrain(spec: StudySpec, trial: optuna.trial.FrozenTrial, data: datasets.Sea
     torch.manual_seed(trial.user_attrs["seed"])
     model = models.create(trial.user_attrs["model"], **trial.user_attrs["model_kwargs"]).to(device)
     recipe = spec.recipe(_params(spec, trial), epochs=trial.user_attrs["best_epoch"], seed=trial.user_attrs["seed"])
-    fit(model, data, recipe)
+    out = out or sys.stdout
+    print(f"retraining trial {trial.number} on {len(full)} train + validation images for {recipe.epochs} epochs "
+          f"on {device}", file=out, flush=True)
+
+    def progress(result) -> None:
+        print(f"  retrain epoch {result.epoch}/{recipe.epochs}: loss {result.train_loss:.4f}  {result.seconds:.1f}s",
+              file=out, flush=True)
+
+    fit(model, data, recipe, progress)
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
@@ -75,7 +85,7 @@ def export(
     """
     trial = pick_trial(study, trial_number)
     if retrain_on is not None:
-        state = retrain(spec, trial, retrain_on, device)
+        state = retrain(spec, trial, retrain_on, device, stdout)
     else:
         state = weights.stored_weights(study, trial, artifact_store(store_dir))
         if state is None:

@@ -116,6 +116,9 @@ def test_a_trial_without_kept_weights_needs_retrain(searched, noisy_fashion, tmp
     assert "--retrain" in capsys.readouterr().err and not out.exists()
     assert main(["export", "fashion-lenet", "--trial", str(worst.number), "--out", str(out), "--retrain",
                  "--storage", url, "--data-dir", str(noisy_fashion)]) == 0
+    printed = capsys.readouterr().out
+    epochs = worst.user_attrs["best_epoch"]
+    assert f"retraining trial {worst.number} on " in printed and f"retrain epoch {epochs}/{epochs}: loss" in printed
     saved = ckpt.load(out)
     assert saved["retrained_on"] == "train+validation" and saved["trial"] == worst.number
     model = ckpt.rebuild(saved)
