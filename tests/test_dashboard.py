@@ -23,6 +23,7 @@ from PIL import Image
 from hpsearch import dashboard, storage, weights
 from hpsearch.cli import main
 from hpsearch.errors import UsageError
+from processes import interruptible
 
 CHROMIUM = Path("/usr/bin/chromium")
 STARTUP_S = 60  # bound on a server coming up (about 5 s on 2 CPU cores: imports)
@@ -40,12 +41,6 @@ def command_env() -> dict[str, str]:
     env.pop("HPSEARCH_STORAGE", None)
     env.pop("HPSEARCH_ARTIFACTS", None)
     return env
-
-
-def interruptible() -> None:
-    """Runs in the child: SIGINT raises KeyboardInterrupt even when the test runner was
-    started in the background (where the shell makes its children ignore SIGINT)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Dashboard:
