@@ -31,8 +31,8 @@ from hpsearch import weights
 from hpsearch.algorithms import make_pruner, make_sampler
 from hpsearch.errors import StorageLost, StudyAborted, UsageError, first_line
 from hpsearch.spec import StudySpec
-from hpsearch.storage import (HEARTBEAT_SECONDS, MAX_RETRY, artifact_store, describe_error, grace_seconds, mask,
-                              open_storage, storage_errors)
+from hpsearch.storage import (HEARTBEAT_SECONDS, MAX_RETRY, STORAGE_ERRORS, artifact_store, describe_error,
+                              grace_seconds, mask, open_storage)
 from hpsearch.train import Diverged, EpochResult, fit
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -182,7 +182,7 @@ def _requeue(study: optuna.Study, number: int | None) -> None:
     configuration first instead of losing it (trial 0, the report's baseline, included)."""
     if number is None:
         return
-    with contextlib.suppress(*storage_errors()):
+    with contextlib.suppress(*STORAGE_ERRORS):
         trial = study.get_trials(deepcopy=False)[number]
         if trial.state == TrialState.FAIL and trial.user_attrs.get("ended") == "interrupted":
             optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
@@ -193,7 +193,7 @@ def _storage_error_in(exc: BaseException | None) -> BaseException | None:
     failed write into an UnboundLocalError of its own, chained to the storage error."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, storage_errors()):
+        if isinstance(exc, STORAGE_ERRORS):
             return exc.__cause__ if isinstance(exc.__cause__, sqlalchemy.exc.SQLAlchemyError) else exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
@@ -205,7 +205,7 @@ def _expected_failures_said_once():
     """Ctrl-C, SIGTERM, out of memory and a lost database each get one line from hpsearch;
     keep Optuna's failed-trial warning (with its traceback) and its heartbeat thread's dying
     traceback for failures nobody expected, where the traceback is the useful part."""
-    expected = (KeyboardInterrupt, TrialOutOfMemory, *storage_errors())
+    expected = (KeyboardInterrupt, TrialOutOfMemory, *STORAGE_ERRORS)
 
     silenced: set[str] = set()  # "Trial N": Optuna follows the warning with "Trial N failed with value None"
 
@@ -217,7 +217,7 @@ def _expected_failures_said_once():
         return trial not in silenced
 
     def thread_hook(args: threading.ExceptHookArgs) -> None:
-        if not issubclass(args.exc_type, storage_errors()):
+        if not issubclass(args.exc_type, STORAGE_ERRORS):
             previous_hook(args)
 
     optimize_logger = logging.getLogger("optuna.study._optimize")

@@ -17,6 +17,8 @@ DEFAULT_URL = "sqlite:///hpsearch.db"
 HEARTBEAT_SECONDS = 60
 GRACE_BEATS = 3  # a trial is stale after this many heartbeat intervals without one
 MAX_RETRY = 3
+# What a storage call raises when the database stops answering mid-run.
+STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
 
 
 def resolve_url(explicit: str | None = None) -> str:
@@ -49,9 +51,6 @@ def grace_seconds(heartbeat: int) -> int:
     return GRACE_BEATS * heartbeat
 
 
-def storage_errors() -> tuple[type[Exception], ...]:
-    """What a storage call raises when the database stops answering mid-run."""
-    return (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
 
 
 def describe_error(exc: BaseException, url: str) -> str:

@@ -21,6 +21,7 @@ import sys
 import torch
 
 from hpsearch import runner
+from hpsearch.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
 from hpsearch.errors import Terminated
 
 WORKER_ENV = "HPSEARCH_WORKER"
@@ -79,8 +80,8 @@ def launch(cfg: runner.RunConfig, argv: list[str]) -> int:
     except ValueError:
         best = ""
     print(f"{cfg.jobs} workers done: {finished}/{cfg.trials} trials finished{best}", flush=True)
-    if any(code == 143 for code in codes):
+    if EXIT_TERMINATED in codes:
         raise Terminated()
-    if any(code == 130 for code in codes):
+    if EXIT_INTERRUPTED in codes:
         raise KeyboardInterrupt
     return max(codes, key=abs)
