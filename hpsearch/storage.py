@@ -51,8 +51,6 @@ def grace_seconds(heartbeat: int) -> int:
     return GRACE_BEATS * heartbeat
 
 
-
-
 def describe_error(exc: BaseException, url: str) -> str:
     """The first line of a database error, with the URL and any password masked."""
     reason = first_line(exc).replace(url, mask(url))
@@ -66,10 +64,23 @@ def describe_error(exc: BaseException, url: str) -> str:
     return reason
 
 
+# Connections a worker holds on a server database: one for the search, one for its
+# heartbeat thread. 32 workers then need 64, within PostgreSQL's default max_connections
+# of 100 (docs/reliability.md).
+POOL_SIZE = 2
+SQLITE_LOCK_TIMEOUT = 60  # seconds a writer waits for the file's lock before failing
+
+
 def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage for ``url`` with a heartbeat every ``heartbeat`` seconds, so a
     trial whose worker died is failed after ``grace_seconds(heartbeat)`` and re-queued (up to
     ``MAX_RETRY`` times) by the next worker that starts a trial or waits for one.
+
+    On SQLite every transaction begins with ``BEGIN IMMEDIATE``: Optuna claims a WAITING
+    trial by reading its state and then writing RUNNING, relying on ``SELECT ... FOR
+    UPDATE``, which SQLite ignores, and Python's sqlite3 runs that read outside any
+    transaction; two processes could both read WAITING and both train the trial. Taking
+    the write lock at the start makes the read and the write one atomic step.
 
     Raises UsageError, with the password masked, when the URL is malformed or the database
     cannot be opened. An SQLite file is created only when its folder exists.
@@ -81,14 +92,17 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storage
             f"malformed storage URL {_mask_unparsed(url)!r}: use an SQLAlchemy URL such as sqlite:///hpsearch.db "
             "or postgresql+psycopg://user:password@host/dbname"
         ) from None
-    engine_kwargs = {}
-    if parsed.get_backend_name() == "sqlite":
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite:
         if parsed.database and parsed.database != ":memory:":
             folder = Path(parsed.database).expanduser().resolve().parent
             if not folder.is_dir():
                 raise UsageError(f"cannot open storage {mask(url)}: folder {folder} does not exist; create it or choose another path")
-        # Waiting on a lock beats failing on it when several workers share the file.
-        engine_kwargs["connect_args"] = {"timeout": 60}
+        # isolation_level=None: sqlite3 leaves BEGIN to SQLAlchemy, which the listener below
+        # makes BEGIN IMMEDIATE (SQLAlchemy's documented recipe for SQLite transactions).
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT, "isolation_level": None}}
+    else:
+        engine_kwargs = {"pool_size": POOL_SIZE, "max_overflow": 0, "pool_pre_ping": True}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -99,14 +113,21 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storage
                 grace_period=grace_seconds(heartbeat),
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
             )
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            # Write-ahead logging lets --jobs workers read while one writes, instead of
-            # queueing on one lock; the mode is stored in the file, so once is enough.
-            with storage.engine.connect() as connection:
-                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        if sqlite:
+            if parsed.database not in (None, "", ":memory:"):
+                # Write-ahead logging lets readers (the dashboard, a second terminal) read
+                # while a worker writes; the mode is stored in the file, so once is enough.
+                # (Outside a transaction: before the listener below exists.)
+                with storage.engine.connect() as connection:
+                    connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            sqlalchemy.event.listen(storage.engine, "begin", _begin_immediate)
         return storage
     except Exception as exc:
         raise UsageError(f"cannot open storage {mask(url)}: {describe_error(exc, url)}") from None
+
+
+def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def artifacts_dir(url: str, explicit: str | None = None) -> Path:
