@@ -27,6 +27,7 @@ from torchvision import transforms
 
 import models
 from hpsearch import data as datasets
+from hpsearch.locations import data_dir
 from hpsearch.runner import resolve_device
 from hpsearch.train import Recipe, fit
 
@@ -88,7 +89,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3, help="epochs timed per way; the median is printed")
     args = parser.parse_args()
-    root = datasets.data_dir(args.data_dir)
+    root = data_dir(args.data_dir)
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"machine: {name}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads; batch {args.batch_size}")

@@ -29,8 +29,8 @@ from typing import Any
 
 import optuna
 import torch
-import torch.nn as nn
 import torchvision
+from torch import nn
 
 import hpsearch
 import models

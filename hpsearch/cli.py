@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from hpsearch import __version__
+from hpsearch import __version__, interrupts
 from hpsearch.algorithms import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
-from hpsearch.errors import StudyAborted, Terminated, UsageError
-
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
-EXIT_TERMINATED = 143  # 128 + SIGTERM
+from hpsearch.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, StudyAborted, Terminated, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -133,27 +127,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int | None:
-    from hpsearch import data, registry, runner, space, storage, weights, workers
+    from hpsearch import locations, registry, runner, space, storage, workers
 
     spec = registry.get(args.study)
     fixed = space.parse_fixed(args.fixed, spec.space, spec.name)
+    url = storage.resolve_url(args.storage)
     cfg = runner.RunConfig(
         spec=spec,
         trials=args.trials,
-        storage_url=storage.resolve_url(args.storage),
+        storage_url=url,
         study_name=args.study_name or spec.name,
         epochs=args.epochs or spec.max_epochs,
         sampler=args.sampler,
         pruner=args.pruner,
-        device=runner.resolve_device(args.device),
-        data_root=data.data_dir(args.data_dir),
+        # A study with its own trainer trains no torch model: no device, and no torch import.
+        device=runner.resolve_device(args.device) if spec.trainer is None else None,
+        data_root=locations.data_dir(args.data_dir),
         seed=args.seed,
         subset=args.subset,
         timeout=args.timeout,
         fixed=fixed,
         train_csv=Path(args.train_csv) if args.train_csv else None,
-        artifacts=storage.artifacts_dir(storage.resolve_url(args.storage), args.artifacts),
-        keep_weights=weights.DEFAULT_KEEP if args.keep_weights is None else max(0, args.keep_weights),
+        artifacts=storage.artifacts_dir(url, args.artifacts),
+        keep_weights=runner.DEFAULT_KEEP if args.keep_weights is None else max(0, args.keep_weights),
         heartbeat=args.heartbeat or storage.HEARTBEAT_SECONDS,
         jobs=args.jobs,
         worker=workers.worker_index() or 0,
@@ -173,12 +169,15 @@ def cmd_list(args) -> None:
 
 
 def cmd_show(args) -> None:
-    from hpsearch import registry, runner, storage
     from optuna.trial import TrialState
+
+    from hpsearch import registry, storage
+    from hpsearch.progress import format_value
+    from hpsearch.study import open_study
 
     spec = registry.get(args.study)
     url = storage.resolve_url(args.storage)
-    study = runner.open_study(spec, url, args.study_name or spec.name)
+    study = open_study(spec, url, args.study_name or spec.name)
     trials = study.get_trials(deepcopy=False)
     order = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
     counts = ", ".join(f"{state.name} {sum(t.state == state for t in trials)}" for state in order)
@@ -190,14 +189,14 @@ def cmd_show(args) -> None:
         return
     best = study.best_trial
     print(f"best value: {best.value:.4f} (trial {best.number})")
-    print("best params: " + " ".join(f"{k}={runner.format_value(v)}" for k, v in best.params.items()))
+    print("best params: " + " ".join(f"{k}={format_value(v)}" for k, v in best.params.items()))
     ranked = sorted(complete, key=lambda t: t.value, reverse=spec.direction == "maximize")[: args.top]
     keys = sorted({k for t in ranked for k in t.params})
     rows = [("trial", "value", "epochs", "seconds", *keys)]
     for t in ranked:
         seconds = f"{t.duration.total_seconds():.1f}" if t.duration else ""
         rows.append((str(t.number), f"{t.value:.4f}", str(len(t.intermediate_values)), seconds,
-                     *(runner.format_value(t.params[k]) if k in t.params else "-" for k in keys)))
+                     *(format_value(t.params[k]) if k in t.params else "-" for k in keys)))
     print(f"top {len(ranked)}:")
     print(_table(rows))
 
@@ -208,13 +207,14 @@ def _table(rows: list[tuple[str, ...]]) -> str:
 
 
 def cmd_export(args) -> None:
-    from hpsearch import data, export, registry, runner, storage
+    from hpsearch import data, export, locations, registry, runner, storage
+    from hpsearch.study import open_study
 
     spec = registry.get(args.study)
     url = storage.resolve_url(args.storage)
-    study = runner.open_study(spec, url, args.study_name or spec.name)
+    study = open_study(spec, url, args.study_name or spec.name)
     device = runner.resolve_device(args.device)
-    root = data.data_dir(args.data_dir)
+    root = locations.data_dir(args.data_dir)
     search_data = None
     if args.retrain:
         search_data = data.load(spec.dataset, device, root, val_fraction=spec.val_fraction,
@@ -225,17 +225,18 @@ def cmd_export(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from hpsearch import data, export, runner
+    from hpsearch import export, locations, runner
 
-    export.evaluate(Path(args.checkpoint), root=data.data_dir(args.data_dir),
+    export.evaluate(Path(args.checkpoint), root=locations.data_dir(args.data_dir),
                     csv=Path(args.csv) if args.csv else None, device=runner.resolve_device(args.device))
 
 
 def cmd_report(args) -> None:
-    from hpsearch import registry, report, runner, storage
+    from hpsearch import registry, report, storage
+    from hpsearch.study import open_study
 
     spec = registry.get(args.study)
-    study = runner.open_study(spec, storage.resolve_url(args.storage), args.study_name or spec.name)
+    study = open_study(spec, storage.resolve_url(args.storage), args.study_name or spec.name)
     path = report.write_report(study, spec, Path(args.out))
     print(f"wrote {path}")
 
@@ -252,23 +253,15 @@ COMMANDS = {"dashboard": cmd_dashboard, "run": cmd_run, "list": cmd_list, "show"
             "report": cmd_report}
 
 
-def _terminate(signum, frame):
-    raise Terminated()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (docker stop, kill, a batch scheduler) ends a run the way Ctrl-C does.
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
-    try:
+    with interrupts.installed():
         return _main(argv)
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _main(argv: Sequence[str] | None) -> int:
     try:
+        interrupts.ready()
         args = build_parser().parse_args(argv)
         import optuna
 

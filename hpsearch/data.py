@@ -17,14 +17,15 @@ import os
 import re
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from hpsearch.errors import UsageError, first_line
+from hpsearch.locations import cache_dir
 
 
 class DataUnavailable(UsageError):
@@ -84,18 +85,6 @@ SPLITS = ("train", "val", "test")
 def register(info: DatasetInfo) -> DatasetInfo:
     DATASETS[info.name] = info
     return info
-
-
-def data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """Where the user keeps datasets: ``--data-dir``, else ``$HPSEARCH_DATA_DIR``, else ``./data``."""
-    return Path(explicit or os.environ.get("HPSEARCH_DATA_DIR") or "data").expanduser()
-
-
-def cache_dir() -> Path:
-    """hpsearch's own writable cache (extracted archives, decoded images, downloads):
-    ``$HPSEARCH_CACHE_DIR`` or ``~/.cache/hpsearch``. The data directory itself may be read-only."""
-    root = os.environ.get("HPSEARCH_CACHE_DIR") or Path.home() / ".cache" / "hpsearch"
-    return Path(root).expanduser()
 
 
 def _info(name: str) -> DatasetInfo:
@@ -462,6 +451,7 @@ FLOWERS_SIZE = (100, 100)  # report 000 trained on 3x100x100
 
 def _read_flowers102(root: Path, split: str) -> RawSplit:
     from torchvision.datasets import Flowers102
+
     # v2's resize works on uint8 directly: ~0.3 ms an image, v1's float path up to 40x slower.
     from torchvision.transforms.v2.functional import resize
 

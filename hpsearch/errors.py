@@ -1,5 +1,9 @@
 """The errors the command line turns into one line on stderr and an exit status."""
 
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
 
 class UsageError(Exception):
     """Bad input from the user: the message names the problem and the fix, in one line (exit 2)."""

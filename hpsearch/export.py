@@ -17,8 +17,8 @@ from hpsearch import checkpoint as ckpt
 from hpsearch import data as datasets
 from hpsearch import weights
 from hpsearch.errors import UsageError
-from hpsearch.storage import artifact_store
 from hpsearch.spec import StudySpec
+from hpsearch.storage import artifact_store
 from hpsearch.train import fit
 
 

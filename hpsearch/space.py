@@ -3,7 +3,8 @@ suggest and their distributions, so ``--set KEY=VALUE`` is checked before anythi
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from optuna.distributions import (
     BaseDistribution,
@@ -13,7 +14,6 @@ from optuna.distributions import (
 )
 
 from hpsearch.errors import UsageError
-
 
 SMALL_INT_RANGE = 16
 

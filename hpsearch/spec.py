@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from hpsearch.train import MAXIMIZED, Recipe
+if TYPE_CHECKING:
+    from hpsearch.train import Recipe
+
+# Whether a task's metric is maximised: validation accuracy is, validation MSE is not.
+MAXIMIZED = {"classify": True, "denoise": False}
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,10 @@ class StudySpec:
     Data: ``dataset`` names a registered dataset; ``val_fraction`` of its training split is
     held out for validation (ignored where the dataset has an official validation split);
     ``standardize=False`` keeps pixels in [0, 1] instead of standardising per channel.
+
+    ``trainer``, when set, replaces all of that: called with the run's settings, it returns
+    the ``hpsearch.objective.Trainer`` that trains each trial (``dataset`` and ``model`` then
+    go unused). A study with its own trainer runs without torch.
     """
 
     name: str
@@ -41,6 +50,7 @@ class StudySpec:
     recipe_defaults: dict[str, Any] = field(default_factory=dict)
     val_fraction: float = 1 / 6
     standardize: bool = True
+    trainer: Callable[[Any], Any] | None = None
 
     def __post_init__(self):
         task = self.recipe_defaults.get("task", "classify")
@@ -48,4 +58,6 @@ class StudySpec:
             raise ValueError(f"study {self.name}: task {task!r} cannot be optimised in direction {self.direction!r}")
 
     def recipe(self, params: dict[str, Any], *, epochs: int, seed: int) -> Recipe:
+        from hpsearch.train import Recipe
+
         return Recipe.from_params({**self.recipe_defaults, **params}, epochs=epochs, seed=seed)

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
-from typing import Callable, Iterable
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from hpsearch.data import SearchData, Split
-
-MAXIMIZED = {"classify": True, "denoise": False}
+from hpsearch.spec import MAXIMIZED
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ class Recipe:
     seed: int = 0
 
     @classmethod
-    def from_params(cls, params: dict, **overrides) -> "Recipe":
+    def from_params(cls, params: dict, **overrides) -> Recipe:
         """Take every field this recipe has from ``params`` (a trial's parameters),
         ignoring the architecture's; ``overrides`` win."""
         names = {f.name for f in fields(cls)}

@@ -18,11 +18,9 @@ import signal
 import subprocess
 import sys
 
-import torch
-
-from hpsearch import runner
-from hpsearch.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
-from hpsearch.errors import Terminated
+from hpsearch import interrupts, runner
+from hpsearch.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+from hpsearch.study import best_trial, count_finished, open_study
 
 WORKER_ENV = "HPSEARCH_WORKER"
 
@@ -33,55 +31,61 @@ def worker_index() -> int | None:
     return int(value) if value is not None else None
 
 
-def _gpu_ids(device: torch.device) -> list[str]:
-    if device.type != "cuda" or device.index is not None:
+def _gpu_ids(device) -> list[str]:
+    if device is None or device.type != "cuda" or device.index is not None:
         return []  # the CPU, or one GPU named by the user: every worker uses it
+    import torch
+
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [i.strip() for i in visible.split(",") if i.strip()] if visible else [str(i) for i in range(torch.cuda.device_count())]
     return ids if len(ids) > 1 else []
 
 
 def launch(cfg: runner.RunConfig, argv: list[str]) -> int:
-    """Start ``cfg.jobs`` workers running ``hpsearch`` with ``argv``; return their worst exit status."""
-    runner.prepare(cfg, device=torch.device("cpu"))  # one check of data and storage, one study
+    """Start ``cfg.jobs`` workers running ``hpsearch`` with ``argv``; return their worst exit status.
+
+    SIGINT and SIGTERM are forwarded to every worker, once each, also while the workers are
+    being started: then no further worker is started. Workers are born with both signals
+    blocked (``interrupts.blocked``) and take a forwarded one once their handler is in place.
+    """
+    runner.prepare(cfg, device="cpu")  # one check of data and storage, one study
     gpus = _gpu_ids(cfg.device)
     threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
-    print(f"starting {cfg.jobs} workers on {'GPUs ' + ','.join(gpus) if gpus else cfg.device}, "
+    print(f"starting {cfg.jobs} workers on {'GPUs ' + ','.join(gpus) if gpus else cfg.device or 'the CPU'}, "
           f"{threads} CPU thread(s) each", flush=True)
-    procs = []
-    for index in range(cfg.jobs):
-        env = {**os.environ, WORKER_ENV: str(index), "OMP_NUM_THREADS": str(threads)}
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
-        procs.append(subprocess.Popen([sys.executable, "-m", "hpsearch", *argv], env=env))
+    procs: list[subprocess.Popen] = []
+    received: list[int] = []
+    sent: set[tuple[int, int]] = set()
 
     def forward(signum, frame):
+        received.append(signum)
         for proc in procs:
-            if proc.poll() is None:
+            if proc.poll() is None and (proc.pid, signum) not in sent:
+                sent.add((proc.pid, signum))
                 proc.send_signal(signum)
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    previous = {signum: signal.signal(signum, forward) for signum in interrupts.SIGNALS}
     try:
-        codes = []
-        for proc in procs:
-            while True:
-                try:
-                    codes.append(proc.wait())
+        with interrupts.blocked():
+            for index in range(cfg.jobs):
+                if received:
                     break
-                except KeyboardInterrupt:
-                    # Ctrl-C reached the workers too (same process group); let them end their trials.
-                    forward(signal.SIGINT, None)
+                env = {**os.environ, WORKER_ENV: str(index), "OMP_NUM_THREADS": str(threads)}
+                if gpus:
+                    env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+                procs.append(subprocess.Popen([sys.executable, "-m", "hpsearch", *argv], env=env))
+        if received:  # the handler may have run inside Popen, before that worker was listed
+            forward(received[-1], None)
+        codes = [proc.wait() for proc in procs]
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    study = runner.open_study(cfg.spec, cfg.storage_url, cfg.study_name)
-    finished = runner.count_finished(study)
-    try:
-        best = f"; best {cfg.spec.metric} {study.best_value:.4f} (trial {study.best_trial.number})"
-    except ValueError:
-        best = ""
-    print(f"{cfg.jobs} workers done: {finished}/{cfg.trials} trials finished{best}", flush=True)
-    if EXIT_TERMINATED in codes:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    study = open_study(cfg.spec, cfg.storage_url, cfg.study_name)
+    best = best_trial(study)
+    best_text = f"; best {cfg.spec.metric} {best.value:.4f} (trial {best.number})" if best else ""
+    print(f"{cfg.jobs} workers done: {count_finished(study)}/{cfg.trials} trials finished{best_text}", flush=True)
+    if EXIT_TERMINATED in codes or signal.SIGTERM in received:
         raise Terminated()
-    if EXIT_INTERRUPTED in codes:
+    if EXIT_INTERRUPTED in codes or signal.SIGINT in received:
         raise KeyboardInterrupt
     return max(codes, key=abs)

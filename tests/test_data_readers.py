@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hpsearch import data
+from hpsearch import data, locations
 from hpsearch.errors import UsageError
 from synthetic import (
     CIFAR10_CLASSES,
@@ -32,7 +32,7 @@ def no_decoding(*args, **kwargs):
 
 
 def decoded_cache_files() -> list[Path]:
-    return sorted((data.cache_dir() / "decoded").glob("*.pt"))
+    return sorted((locations.cache_dir() / "decoded").glob("*.pt"))
 
 
 # --- CSV -----------------------------------------------------------------------------------

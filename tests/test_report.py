@@ -12,7 +12,8 @@ import pytest
 from optuna.trial import TrialState
 from PIL import Image
 
-from hpsearch import registry, runner
+from hpsearch import registry
+from hpsearch.study import open_study
 from hpsearch.cli import main
 from hpsearch.report import SECTIONS, write_report
 
@@ -32,7 +33,7 @@ def study(fashion_root, tmp_path_factory) -> optuna.Study:
         mp.delenv("HPSEARCH_STORAGE", raising=False)
         assert main(["run", "fashion-lenet", "--trials", "4", "--epochs", "2", "--subset", "300", "--seed", "0",
                      "--pruner", "none", "--storage", url, "--data-dir", str(fashion_root)]) == 0
-    return runner.open_study(SPEC, url, "fashion-lenet")
+    return open_study(SPEC, url, "fashion-lenet")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import torch
 from optuna.trial import TrialState
 
 import models
-from hpsearch import registry, runner
+from hpsearch import registry, search
 from hpsearch.cli import main
 
 SPEC = registry.get("fashion-lenet")
@@ -80,7 +80,7 @@ def test_failing_trials_are_recorded_and_stop_the_search_after_three_in_a_row(fa
     url = f"sqlite:///{tmp_path / 'study.db'}"
     assert run_cli("--trials", "5", "--storage", url, "--data-dir", str(fashion_root)) == 1
     trials = optuna.load_study(study_name="fashion-lenet", storage=url).get_trials()
-    assert [t.state for t in trials] == [TrialState.FAIL] * runner.MAX_CONSECUTIVE_FAILURES
+    assert [t.state for t in trials] == [TrialState.FAIL] * search.MAX_CONSECUTIVE_FAILURES
     assert trials[0].user_attrs["ended"] == "failed: RuntimeError: simulated allocation failure"
     assert "3 trials in a row failed" in capsys.readouterr().err
 

@@ -1,0 +1,164 @@
+"""The search loop: ask for trials until the study holds N finished ones.
+
+Safe with any number of workers (processes, hosts) on one storage: a worker starts a trial
+only while finished + running trials are fewer than N, and waits while the last ones run
+elsewhere (a dead worker's trial goes stale by heartbeat, is failed, and is retried). A
+trial that another worker ended while it ran here (its heartbeat came too late) is
+dropped here with one line, never a traceback. Optuna's bookkeeping runs with signals
+deferred (``hpsearch.interrupts``), so Ctrl-C or SIGTERM never leaves a claimed trial
+without a heartbeat or a heartbeat thread without its stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import optuna
+import sqlalchemy
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch import interrupts
+from hpsearch.errors import StorageLost, StudyAborted
+from hpsearch.objective import TrialOutOfMemory
+from hpsearch.storage import MAX_RETRY, STORAGE_ERRORS, describe_error, mask
+from hpsearch.study import FINISHED, count_finished, state_counts
+
+MAX_CONSECUTIVE_FAILURES = 3
+WAIT_SECONDS = 2.0
+
+
+class StopAfterFailures:
+    """Stop the study after ``limit`` trials in a row of this worker failed. A surplus trial
+    (a worker giving way for the last place) is no failure."""
+
+    def __init__(self, limit: int = MAX_CONSECUTIVE_FAILURES):
+        self.limit, self.count, self.last = limit, 0, ""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        ended = trial.user_attrs.get("ended", "failed: unknown error")
+        if trial.state == TrialState.FAIL and not ended.startswith("surplus"):
+            self.count, self.last = self.count + 1, ended
+            if self.count >= self.limit:
+                study.stop()
+        elif trial.state in FINISHED:
+            self.count = 0
+
+
+def search(cfg, study: optuna.Study, objective: Callable[[optuna.Trial], float], progress) -> None:
+    """Run ``objective`` until ``study`` holds ``cfg.trials`` finished trials or ``cfg.timeout``
+    passes. Raises StudyAborted after ``MAX_CONSECUTIVE_FAILURES`` failures in a row, and
+    StorageLost when the database stops answering (finished trials stay as stored)."""
+    try:
+        with _expected_failures_said_once(), interrupts.deferred():
+            _loop(cfg, study, objective, progress)
+    except Exception as exc:
+        lost = _storage_error_in(exc)
+        if lost is None:
+            raise
+        raise StorageLost(
+            f"lost the storage {mask(cfg.storage_url)} mid-run: {describe_error(lost, cfg.storage_url)}; finished "
+            "trials are kept there; once it answers again, run the same command to continue (the trial that was "
+            "running is failed by heartbeat and retried)"
+        ) from None
+
+
+def _loop(cfg, study: optuna.Study, objective, progress) -> None:
+    stop = StopAfterFailures()
+    deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
+    while stop.count < stop.limit and (deadline is None or time.monotonic() < deadline):
+        counts = state_counts(study)
+        finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+        if finished >= cfg.trials:
+            break
+        if finished + counts[TrialState.RUNNING] >= cfg.trials:
+            # The last trials run in other workers: wait for them, and fail them if their
+            # worker died (heartbeat), so that this worker retries them.
+            progress.waiting(counts[TrialState.RUNNING])
+            optuna.storages.fail_stale_trials(study)
+            with interrupts.allowed():
+                time.sleep(WAIT_SECONDS)
+            continue
+        progress.current = None  # set by the objective once Optuna has given it a trial
+        try:
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[stop, progress.trial_done],
+                           gc_after_trial=False)
+        except KeyboardInterrupt:
+            _requeue(study, progress.current)
+            raise
+        except (ValueError, AssertionError, UpdateFinishedTrialError):
+            # Optuna's tell refuses a trial that is no longer RUNNING; where another worker
+            # ended it (it found this worker's heartbeat stale), that is no error of this run.
+            trial = _trial(study, progress.current)
+            if trial is None or not trial.state.is_finished():
+                raise
+            progress.ended_elsewhere(trial)
+    if stop.count >= stop.limit:
+        raise StudyAborted(f"{stop.limit} trials in a row failed, the last with: {stop.last}; "
+                           f"the {count_finished(study)} finished trials are stored")
+    progress.footer(study)
+
+
+def _trial(study: optuna.Study, number: int | None) -> FrozenTrial | None:
+    if number is None:
+        return None
+    trials = study.get_trials(deepcopy=False)
+    return trials[number] if number < len(trials) else None
+
+
+def _requeue(study: optuna.Study, number: int | None) -> None:
+    """Queue an interrupted trial again with the same parameters, as Optuna's heartbeat
+    retry does for a dead worker's trial, so that rerunning the command redoes that
+    configuration first instead of losing it (trial 0, the report's baseline, included)."""
+    with contextlib.suppress(*STORAGE_ERRORS):
+        trial = _trial(study, number)
+        if trial is not None and trial.state == TrialState.FAIL and trial.user_attrs.get("ended") == "interrupted":
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+
+
+def _storage_error_in(exc: BaseException | None) -> BaseException | None:
+    """The storage error that ``exc`` is or arose from. Optuna 5.0's trial loop can turn a
+    failed write into an UnboundLocalError of its own, chained to the storage error."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, STORAGE_ERRORS):
+            return exc.__cause__ if isinstance(exc.__cause__, sqlalchemy.exc.SQLAlchemyError) else exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _expected_failures_said_once():
+    """Ctrl-C, SIGTERM, out of memory, a lost database and a trial ended by another worker
+    each get one line from hpsearch; keep Optuna's failed-trial warning (with its traceback)
+    and its heartbeat thread's dying traceback for failures nobody expected, where the
+    traceback is the useful part."""
+    expected = (KeyboardInterrupt, TrialOutOfMemory, UpdateFinishedTrialError, *STORAGE_ERRORS)
+
+    silenced: set[str] = set()  # "Trial N": Optuna follows the warning with "Trial N failed with value None"
+
+    def log_filter(record: logging.LogRecord) -> bool:
+        trial = " ".join(record.getMessage().split()[:2])
+        if record.exc_info and isinstance(record.exc_info[1], expected):
+            silenced.add(trial)
+            return False
+        return trial not in silenced
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if not issubclass(args.exc_type, STORAGE_ERRORS):
+            previous_hook(args)
+
+    optimize_logger = logging.getLogger("optuna.study._optimize")
+    previous_hook = threading.excepthook
+    optimize_logger.addFilter(log_filter)
+    threading.excepthook = thread_hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous_hook
+        optimize_logger.removeFilter(log_filter)
