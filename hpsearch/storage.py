@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import random
+import time
 import warnings
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -69,6 +71,7 @@ def describe_error(exc: BaseException, url: str) -> str:
 # of 100 (docs/reliability.md).
 POOL_SIZE = 2
 SQLITE_LOCK_TIMEOUT = 60  # seconds a writer waits for the file's lock before failing
+SCHEMA_RACE_TRIES = 5
 
 
 def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storages.RDBStorage:
@@ -104,15 +107,7 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storage
     else:
         engine_kwargs = {"pool_size": POOL_SIZE, "max_overflow": 0, "pool_pre_ping": True}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat,
-                grace_period=grace_seconds(heartbeat),
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-            )
+        storage = _rdb_storage(url, engine_kwargs, heartbeat)
         if sqlite:
             if parsed.database not in (None, "", ":memory:"):
                 # Write-ahead logging lets readers (the dashboard, a second terminal) read
@@ -124,6 +119,30 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storage
         return storage
     except Exception as exc:
         raise UsageError(f"cannot open storage {mask(url)}: {describe_error(exc, url)}") from None
+
+
+def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: int) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage. Workers started together on an empty database all create its
+    tables; the losers of that race fail on a table or a version row that just appeared,
+    and on a second try find the schema in place."""
+    for attempt in range(SCHEMA_RACE_TRIES):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat,
+                    grace_period=grace_seconds(heartbeat),
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=MAX_RETRY),
+                )
+        except sqlalchemy.exc.DBAPIError as exc:
+            message = str(exc.orig).lower()
+            if attempt + 1 == SCHEMA_RACE_TRIES or not any(w in message for w in ("already exists", "unique", "duplicate")):
+                raise
+            time.sleep(random.uniform(0.1, 0.5))
+    raise AssertionError("unreachable")
 
 
 def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
