@@ -60,6 +60,7 @@ class LoadResult:
     polls_failed: int = 0
     slowest_poll_s: float = 0.0
     changed_after_restart: int | None = None
+    server_cpu_s: float | None = None
 
     @property
     def trials_per_s(self) -> float:
@@ -83,6 +84,10 @@ class LoadResult:
         ]
         if self.max_connections is not None:
             lines.append(f"  server connections: at most {self.max_connections}")
+        if self.server_cpu_s is not None and self.finished:
+            per_trial = self.server_cpu_s / self.finished
+            lines.append(f"  server CPU: {self.server_cpu_s:.1f} s, {per_trial * 1000:.1f} ms a trial: one server "
+                         f"core would saturate near {1 / per_trial:.0f} trials/s")
         if self.polls_ok or self.polls_failed:
             lines.append(f"  dashboard: {self.polls_ok} polls answered, {self.polls_failed} failed, "
                          f"slowest {self.slowest_poll_s:.2f} s")
@@ -113,6 +118,21 @@ def _finished_trials(engine) -> dict[int, tuple]:
             "SELECT t.number, t.state, v.value FROM trials t LEFT JOIN trial_values v ON v.trial_id = t.trial_id "
             "WHERE t.state IN ('COMPLETE', 'PRUNED')"))
         return {number: (state, value) for number, state, value in rows}
+
+
+def _postgres_cpu(seen: dict[int, float]) -> None:
+    """Add the CPU seconds (user + system) of every running postgres process to ``seen``
+    (by pid; a process that has exited keeps its last reading)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat[stat.index("(") + 1:stat.rindex(")")] == "postgres":
+                fields = stat[stat.rindex(")") + 2:].split()
+                seen[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
 
 
 class _Poller(threading.Thread):
@@ -179,6 +199,11 @@ def run_load(url: str, *, workers: int, trials: int, folder: Path, jobs: int = 4
     started = time.monotonic()
     rounds = [False, True] if restart else [False]
     before_restart: dict[int, tuple] = {}
+    procs: list = []
+    cpu_start: dict[int, float] = {}
+    cpu_seen: dict[int, float] = {}
+    if server is not None:
+        _postgres_cpu(cpu_start)
     try:
         for rerun in rounds:
             procs = []
@@ -189,6 +214,7 @@ def run_load(url: str, *, workers: int, trials: int, folder: Path, jobs: int = 4
             while any(p.poll() is None for p, _ in procs):
                 if server is not None:
                     result.max_connections = max(result.max_connections or 0, _try(server.connections, 0))
+                    _postgres_cpu(cpu_seen)
                 if restart and not rerun and not restarted and _try(
                         lambda: _scalar(engine, "SELECT count(*) FROM trials WHERE state IN ('COMPLETE','PRUNED')"),
                         0) >= trials // 3:
@@ -210,6 +236,12 @@ def run_load(url: str, *, workers: int, trials: int, folder: Path, jobs: int = 4
                                        if not (expected and line.startswith("hpsearch: error: lost the storage"))]
     finally:
         result.seconds = time.monotonic() - started
+        for p, _ in procs:
+            if p.poll() is None:  # interrupted: leave no worker behind
+                p.kill()
+                p.wait()
+        if server is not None:
+            result.server_cpu_s = sum(cpu - cpu_start.get(pid, 0.0) for pid, cpu in cpu_seen.items())
         if poller is not None:
             poller.stop.set()
             poller.join()

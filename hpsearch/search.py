@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import interrupts
 from hpsearch.errors import StorageLost, StudyAborted
-from hpsearch.objective import TrialOutOfMemory
+from hpsearch.objective import Surplus, TrialOutOfMemory
 from hpsearch.storage import MAX_RETRY, STORAGE_ERRORS, describe_error, mask
 from hpsearch.study import FINISHED, count_finished, state_counts
 
@@ -134,11 +134,11 @@ def _storage_error_in(exc: BaseException | None) -> BaseException | None:
 
 @contextlib.contextmanager
 def _expected_failures_said_once():
-    """Ctrl-C, SIGTERM, out of memory, a lost database and a trial ended by another worker
-    each get one line from hpsearch; keep Optuna's failed-trial warning (with its traceback)
+    """Ctrl-C, SIGTERM, out of memory, a lost database, a trial ended by another worker and a
+    worker giving way for the last place each get one line from hpsearch; keep Optuna's failed-trial warning (with its traceback)
     and its heartbeat thread's dying traceback for failures nobody expected, where the
     traceback is the useful part."""
-    expected = (KeyboardInterrupt, TrialOutOfMemory, UpdateFinishedTrialError, *STORAGE_ERRORS)
+    expected = (KeyboardInterrupt, TrialOutOfMemory, Surplus, UpdateFinishedTrialError, *STORAGE_ERRORS)
 
     silenced: set[str] = set()  # "Trial N": Optuna follows the warning with "Trial N failed with value None"
 
@@ -153,12 +153,20 @@ def _expected_failures_said_once():
         if not issubclass(args.exc_type, STORAGE_ERRORS):
             previous_hook(args)
 
+    def storage_filter(record: logging.LogRecord) -> bool:
+        # When the database goes away mid-read, RDBStorage logs the failed SQL (tens of
+        # lines) and retries another way; either that works, or hpsearch's one line follows.
+        return not record.getMessage().startswith("Caught an error from sqlalchemy")
+
     optimize_logger = logging.getLogger("optuna.study._optimize")
+    storage_logger = logging.getLogger("optuna.storages._rdb.storage")
     previous_hook = threading.excepthook
     optimize_logger.addFilter(log_filter)
+    storage_logger.addFilter(storage_filter)
     threading.excepthook = thread_hook
     try:
         yield
     finally:
         threading.excepthook = previous_hook
         optimize_logger.removeFilter(log_filter)
+        storage_logger.removeFilter(storage_filter)

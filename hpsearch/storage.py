@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import time
@@ -141,7 +142,10 @@ def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: int) -> optuna.storag
             message = str(exc.orig).lower()
             if attempt + 1 == SCHEMA_RACE_TRIES or not any(w in message for w in ("already exists", "unique", "duplicate")):
                 raise
-            time.sleep(random.uniform(0.1, 0.5))
+        # The failed attempt's engine is reachable only from the traceback just dropped:
+        # collect it now, so that its pooled connection closes instead of idling on.
+        gc.collect()
+        time.sleep(random.uniform(0.1, 0.5))
     raise AssertionError("unreachable")
 
 

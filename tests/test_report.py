@@ -13,9 +13,9 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from hpsearch import registry
-from hpsearch.study import open_study
 from hpsearch.cli import main
 from hpsearch.report import SECTIONS, write_report
+from hpsearch.study import open_study
 
 SPEC = registry.get("fashion-lenet")
 FIGURES = ["history", "learning-curves", "importances", "parallel", "slices"]
