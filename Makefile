@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TRIALS ?= 200
 DATA_DIR ?= $(if $(HPSEARCH_DATA_DIR),$(HPSEARCH_DATA_DIR),$(wildcard ../shared/data))
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench gpu-bundle gpu-check clean
 
 $(BIN)/hpsearch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,18 @@ test: setup
 
 bench: setup
 	HPSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/lenet_epoch.py
+
+# The GPU machine has no registry and gets only the working tree: `make gpu-bundle` (here, beside
+# ../shared) copies the wheels it lacks and Fashion-MNIST into .device/; there, with .device
+# carried, `make gpu-check` installs them, runs the tests on the GPU and prints every benchmark.
+GPU_PYTHON ?= python3
+GPU_CHECK_ARGS ?=
+
+gpu-bundle:
+	$(PYTHON) benchmarks/gpu_check.py --bundle
+
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info

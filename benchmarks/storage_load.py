@@ -187,7 +187,8 @@ def run_load(url: str, *, workers: int, trials: int, folder: Path, jobs: int = 4
     connection count and, with ``restart``, restarted a third of the way through."""
     result = LoadResult(workers, trials)
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     poller = dash = None
     if dashboard:
         # The dashboard needs the study to exist: one worker makes it first.

@@ -8,6 +8,53 @@ sys.path.insert(0, str(Path(__file__).parent))
 from pgserver import Unavailable, throwaway_postgres  # noqa: E402
 from synthetic import write_fashion_mnist  # noqa: E402
 
+# --- The training device: HPSEARCH_TEST_DEVICE=cpu (default) or cuda -----------------------
+#
+# Tests train through `--device auto` (the CLI's default, in this process and in the
+# `python -m hpsearch` children they start) and through the `device` fixture below. With
+# cpu, every GPU is hidden (CUDA_VISIBLE_DEVICES=""), so auto means the CPU here and in every
+# child, also on a machine that has a GPU. With cuda, auto finds the GPU; a machine without
+# one stops the run before any test, in one line.
+
+TEST_DEVICE_ENV = "HPSEARCH_TEST_DEVICE"
+
+
+def training_device() -> str:
+    return os.environ.get(TEST_DEVICE_ENV, "").strip().lower() or "cpu"
+
+
+def pytest_configure(config):
+    name = training_device()
+    if name == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything initialises CUDA
+        return
+    if name != "cuda":
+        raise pytest.UsageError(f"{TEST_DEVICE_ENV}={name!r}: use cpu (the default) or cuda")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise pytest.UsageError(
+            f"{TEST_DEVICE_ENV}=cuda, but torch {torch.__version__} sees no CUDA GPU here "
+            f"(built for CUDA {torch.version.cuda}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+            f"unset {TEST_DEVICE_ENV} to test on the CPU")
+
+
+def pytest_report_header(config):
+    name = training_device()
+    if name == "cuda":
+        import torch
+
+        return f"training device: cuda ({torch.cuda.get_device_name(0)}; {TEST_DEVICE_ENV}=cuda)"
+    return f"training device: cpu (GPUs hidden; {TEST_DEVICE_ENV}=cuda trains on the GPU)"
+
+
+@pytest.fixture(scope="session")
+def device():
+    """The device tests that call the engine directly train on (HPSEARCH_TEST_DEVICE)."""
+    import torch
+
+    return torch.device(training_device())
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory, monkeypatch):

@@ -78,6 +78,10 @@ def _postgres_bin() -> Path | None:
 @contextlib.contextmanager
 def throwaway_postgres(max_connections: int = 100) -> Iterator[PostgresServer]:
     """Start a server in a temp dir; stop it and remove the dir on exit. Raises Unavailable."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise Unavailable("psycopg (the PostgreSQL driver of postgresql+psycopg:// URLs) is not installed") from None
     bindir = _postgres_bin()
     if bindir is None:
         raise Unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin "

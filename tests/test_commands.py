@@ -55,12 +55,14 @@ def test_a_plain_install_works_outside_the_checkout(tmp_path):
     # A copy, because pip builds in the source tree and would leave build/ in the checkout.
     source = tmp_path / "source"
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "*.db",
-                                                                "__pycache__", ".pytest_cache", "data"))
+                                                                "__pycache__", ".pytest_cache", "data", ".device"))
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(source)], check=True, capture_output=True, timeout=300)
     assert not (target / "tests").exists()
-    env = {**os.environ, "PYTHONPATH": str(target)}
+    # Dependencies installed with --target (as on the GPU machine) stay on the path; the checkout does not.
+    kept = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != REPO]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), *kept])}
     proc = subprocess.run([sys.executable, "-c", "import hpsearch, studies, models, sys; "
                            "print(hpsearch.__file__); sys.exit(__import__('hpsearch.cli').cli.main(['list']))"],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)

@@ -23,14 +23,14 @@ def test_idx_gz_files_are_read_by_torchvision_reader_and_extracted_into_the_cach
     assert list((tmp_path / "cache").rglob("train-images-idx3-ubyte"))
 
 
-def test_search_split_holds_out_a_fixed_sixth_and_never_touches_test(fashion_root):
-    loaded = data.load("fashion_mnist", torch.device("cpu"), fashion_root, split_seed=0)
-    assert len(loaded.train) == 500 and len(loaded.val) == 100
-    again = data.load("fashion_mnist", torch.device("cpu"), fashion_root, split_seed=0)
+def test_search_split_holds_out_a_fixed_sixth_and_never_touches_test(fashion_root, device):
+    loaded = data.load("fashion_mnist", device, fashion_root, split_seed=0)
+    assert len(loaded.train) == 500 and len(loaded.val) == 100 and loaded.train.x.device.type == device.type
+    again = data.load("fashion_mnist", device, fashion_root, split_seed=0)
     assert again is loaded  # loaded once per process
 
     train = data.read("fashion_mnist", "train", fashion_root)
-    normalised = data.normalize(train.images, data.DATASETS["fashion_mnist"].mean, data.DATASETS["fashion_mnist"].std)
+    normalised = data.normalize(train.images.to(device), data.DATASETS["fashion_mnist"].mean, data.DATASETS["fashion_mnist"].std)
     rows = {tuple(x.flatten().tolist()[:40]) for x in normalised}
     # Every validation and training image comes from the official training split.
     assert all(tuple(x.flatten().tolist()[:40]) in rows for x in loaded.val.x)
@@ -38,6 +38,6 @@ def test_search_split_holds_out_a_fixed_sixth_and_never_touches_test(fashion_roo
     assert abs(float(loaded.train.x.mean())) < 1.5  # standardised, not raw 0..255
 
 
-def test_subset_takes_the_first_examples(fashion_root):
-    loaded = data.load("fashion_mnist", torch.device("cpu"), fashion_root, subset=120)
+def test_subset_takes_the_first_examples(fashion_root, device):
+    loaded = data.load("fashion_mnist", device, fashion_root, subset=120)
     assert len(loaded.train) + len(loaded.val) == 120 and len(loaded.val) == 20

@@ -14,8 +14,10 @@ from PIL import Image
 
 from hpsearch import registry
 from hpsearch.cli import main
-from hpsearch.report import SECTIONS, write_report
 from hpsearch.study import open_study
+
+pytest.importorskip("plotly", reason="plotly (which draws the report's figures) is not installed")
+from hpsearch.report import SECTIONS, write_report  # noqa: E402
 
 SPEC = registry.get("fashion-lenet")
 FIGURES = ["history", "learning-curves", "importances", "parallel", "slices"]

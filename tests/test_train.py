@@ -7,10 +7,10 @@ from hpsearch import data
 from hpsearch.train import Diverged, Recipe, fit
 
 
-def test_fit_learns_and_reports_every_epoch(fashion_root):
-    loaded = data.load("fashion_mnist", torch.device("cpu"), fashion_root)
+def test_fit_learns_and_reports_every_epoch(fashion_root, device):
+    loaded = data.load("fashion_mnist", device, fashion_root)
     torch.manual_seed(0)
-    model = models.create("lenet5", channels=[6, 16, 32], activation="relu", pooling="max")
+    model = models.create("lenet5", channels=[6, 16, 32], activation="relu", pooling="max").to(device)
     seen = []
     result = fit(model, loaded, Recipe(epochs=3, batch_size=50, lr=3e-3), seen.append)
     assert [r.epoch for r in seen] == [1, 2, 3]
@@ -20,9 +20,9 @@ def test_fit_learns_and_reports_every_epoch(fashion_root):
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse_softmax", "multi_margin"])
 @pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
-def test_every_loss_and_optimizer_trains(fashion_root, loss, optimizer):
-    loaded = data.load("fashion_mnist", torch.device("cpu"), fashion_root)
-    model = models.create("lenet5", batch_norm=True, dropout=0.2)
+def test_every_loss_and_optimizer_trains(fashion_root, device, loss, optimizer):
+    loaded = data.load("fashion_mnist", device, fashion_root)
+    model = models.create("lenet5", batch_norm=True, dropout=0.2).to(device)
     recipe = Recipe(epochs=1, batch_size=64, lr=1e-3, loss=loss, optimizer=optimizer, momentum=0.5,
                     weight_decay=1e-4, lr_step_size=3, lr_gamma=0.5)
     result = fit(model, loaded, recipe)
@@ -38,11 +38,11 @@ class _Exploding(nn.Module):
         return self.fc(x.flatten(1)) * float("nan")
 
 
-def test_non_finite_loss_raises_diverged_in_the_first_epoch(fashion_root):
-    loaded = data.load("fashion_mnist", torch.device("cpu"), fashion_root)
+def test_non_finite_loss_raises_diverged_in_the_first_epoch(fashion_root, device):
+    loaded = data.load("fashion_mnist", device, fashion_root)
     reported = []
     with pytest.raises(Diverged) as info:
-        fit(_Exploding(), loaded, Recipe(epochs=5, batch_size=100, lr=1e-3), reported.append)
+        fit(_Exploding().to(device), loaded, Recipe(epochs=5, batch_size=100, lr=1e-3), reported.append)
     assert info.value.epoch == 1 and reported == []
 
 
