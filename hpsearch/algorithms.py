@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import optuna
@@ -25,7 +26,11 @@ def make_sampler(name: str, seed: int | None, fixed: dict[str, Any] | None = Non
         "gp": lambda: samplers.GPSampler(seed=seed),
         "qmc": lambda: samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
     }[name]()
-    return samplers.PartialFixedSampler(fixed, base) if fixed else base
+    if not fixed:
+        return base
+    with warnings.catch_warnings():  # experimental since Optuna 2.4; a warning per run says nothing new
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return samplers.PartialFixedSampler(fixed, base)
 
 
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
