@@ -185,10 +185,10 @@ class Ran:
 
 
 def run_child(log: Log, cmd: list[str], env: dict, limit: float, echo=False, tee: Path | None = None,
-              stop_signal=signal.SIGTERM) -> Ran:
+              stop_signal=signal.SIGTERM, grace: float = 10.0) -> Ran:
     """Run ``cmd`` (in its own process group) with its output to the log (and to stdout when
-    ``echo``); at ``limit`` seconds send ``stop_signal`` to it, and SIGKILL to its whole
-    group 20 s later."""
+    ``echo``). It may take ``limit`` seconds in all: ``grace`` seconds before that it gets
+    ``stop_signal`` (time to say what it did), and at ``limit`` its whole group gets SIGKILL."""
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
@@ -206,15 +206,16 @@ def run_child(log: Log, cmd: list[str], env: dict, limit: float, echo=False, tee
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
+    grace = min(grace, limit / 4)
     stopped = False
     try:
-        proc.wait(timeout=max(1.0, limit))
+        proc.wait(timeout=max(1.0, limit - grace))
     except subprocess.TimeoutExpired:
         stopped = True
         log.say(f"    ... stopped at its limit of {limit:.0f} s")
         proc.send_signal(stop_signal)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             pass
     try:
@@ -376,12 +377,14 @@ class Check:
 
     def tests(self) -> Outcome:
         extra = shlex.split(self.args.pytest_args)
-        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *extra]
+        # -v: each test's outcome reaches pytest.log as it ends, also when the run is stopped.
+        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "--durations=15", *extra]
         env = {**self.env, "HPSEARCH_TEST_DEVICE": self.test_device}
         limit = self.share(self.args.tests_timeout, reserve=self.reserve_after("tests"))
         line = shown(cmd, {"HPSEARCH_TEST_DEVICE": self.test_device})
         self.log.say(f"$ {line}    (limit {limit:.0f} s)")
-        ran = run_child(self.log, cmd, env, limit, tee=self.out_dir / "pytest.log", stop_signal=signal.SIGINT)
+        ran = run_child(self.log, cmd, env, limit, tee=self.out_dir / "pytest.log", stop_signal=signal.SIGINT,
+                        grace=30)
         summary = _pytest_summary(ran.lines)
         for text in [ln for ln in ran.lines if ln.startswith("training device:")][:1] + summary["report"]:
             self.log.say(f"    {text}")
@@ -418,10 +421,10 @@ class Check:
             else:
                 ok = False
                 note = f"batch {size}: no figure ({'stopped at its limit' if ran.code is None else f'exit {ran.code}'})"
-                for line in ran.lines[-10:]:
-                    self.log.say(f"    {line}")
             notes.append(note)
             figures += ["```", f"$ {shown(cmd)}", *ran.lines, "```"]
+            if ran.code is None:
+                figures.append(f"(stopped at its limit of {cap:.0f} s: no figure)")
         self.log.say("lenet: " + "; ".join(notes))
         return Outcome("lenet", ok, "; ".join(notes), figures)
 
@@ -452,7 +455,7 @@ class Check:
             soft = max(1, int(cap * 0.85))
             cmd = [*command(jobs), "--timeout", str(soft)]
             self.log.say(f"$ {shown(cmd)}    (limit {cap:.0f} s)")
-            ran = run_child(self.log, cmd, self.env, cap)
+            ran = run_child(self.log, cmd, self.env, cap, grace=20)
             for line in ran.lines[-3:]:
                 self.log.say(f"    {line}")
             got = _count_trials(folder / f"jobs-{jobs}.db")
@@ -587,6 +590,16 @@ def _pytest_summary(lines: list[str]) -> dict:
                 report.append(line[:300])
     final = next((ln.strip("= ") for ln in reversed(lines)
                   if ln.startswith("=") and re.search(r"\b(passed|failed|error|skipped|no tests ran)\b", ln)), "")
+    # Without that line (a run stopped hard), the -v lines say how far it got.
+    outcomes: dict[str, list[str]] = {}
+    for line in lines:
+        found = re.match(r"(tests/\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b", line)
+        if found:
+            outcomes.setdefault(found.group(2).lower(), []).append(found.group(1))
+    if not final and outcomes:
+        final = ", ".join(f"{len(v)} {k}" for k, v in outcomes.items()) + " before it was stopped"
+    if not report:
+        report = [f"{k.upper()} {t}" for k in ("failed", "error") for t in outcomes.get(k, [])]
     return {"report": report, "final": final}
 
 
@@ -631,8 +644,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tests-timeout", type=float, default=300, help="seconds for the test suite (default: 300)")
     parser.add_argument("--lenet-batch-sizes", default="100,1000", help="default: 100,1000")
     parser.add_argument("--lenet-repeat", type=int, default=3, help="epochs timed per way (default: 3)")
-    parser.add_argument("--lenet-timeout", type=float, default=180,
-                        help="seconds for all lenet_epoch runs together (default: 180)")
+    parser.add_argument("--lenet-timeout", type=float, default=240,
+                        help="seconds for all lenet_epoch runs together (default: 240)")
     parser.add_argument("--sweep-jobs", default="1,2,4,8", help="--jobs values (default: 1,2,4,8)")
     parser.add_argument("--sweep-trials", type=int, default=40, help="trials per run (default: 40)")
     parser.add_argument("--sweep-seed", type=int, default=0, help="default: 0")
