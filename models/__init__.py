@@ -6,38 +6,7 @@ checkpoint only needs to store ``(name, kwargs, state_dict)``. Keyword arguments
 plain data (str, int, float, bool, lists/tuples of those) for that reason.
 """
 
-from __future__ import annotations
+from models import autoencoders, lenet, mlp, resnet  # noqa: F401 - importing them fills the registry
+from models.registry import create, names, register
 
-from typing import Callable
-
-import torch.nn as nn
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a model factory under its function name."""
-    if fn.__name__ in _REGISTRY:
-        raise ValueError(f"model {fn.__name__!r} is registered twice")
-    _REGISTRY[fn.__name__] = fn
-    return fn
-
-
-def create(name: str, **kwargs) -> nn.Module:
-    """Build the registered model ``name`` with ``kwargs``."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
-    return factory(**kwargs)
-
-
-def names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-# Importing the definition modules fills the registry.
-from models import lenet  # noqa: E402,F401
-from models import resnet  # noqa: E402,F401
-from models import mlp  # noqa: E402,F401
-from models import autoencoders  # noqa: E402,F401
+__all__ = ["create", "names", "register"]

@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn as nn
 
-from models import register
+from models.registry import register
 
 
 @register
@@ -25,16 +25,18 @@ def linear_ae(code: int = 128, in_shape: tuple[int, int, int] | list[int] = (1, 
 
 
 @register
-def mlp_ae(
-    hidden: int = 256, code: int = 128, in_shape: tuple[int, int, int] | list[int] = (1, 28, 28)
-) -> nn.Module:
+def mlp_ae(hidden: int = 256, code: int = 128, in_shape: tuple[int, int, int] | list[int] = (1, 28, 28)) -> nn.Module:
     """Report 002 model (2): 784 -> hidden -> ReLU -> code, code -> hidden -> ReLU -> 784, reshaped."""
     shape = tuple(int(s) for s in in_shape)
     n = math.prod(shape)
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, code),  # encoder
-        nn.Linear(code, hidden), nn.ReLU(), nn.Linear(hidden, n),  # decoder
+        nn.Linear(n, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, code),  # encoder
+        nn.Linear(code, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, n),  # decoder
         nn.Unflatten(1, shape),
     )
 
@@ -50,18 +52,33 @@ def conv_ae(widths: tuple[int, int, int, int, int] | list[int] = (16, 32, 64, 12
     w1, w2, w3, w4, w5 = (int(w) for w in widths)
     return nn.Sequential(
         # encoder
-        nn.Conv2d(1, w1, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(w1),
-        nn.Conv2d(w1, w2, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(w2),
-        nn.Conv2d(w2, w3, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(w3),
+        nn.Conv2d(1, w1, 3, padding=1),
+        nn.ReLU(),
+        nn.BatchNorm2d(w1),
+        nn.Conv2d(w1, w2, 3, padding=1),
+        nn.ReLU(),
+        nn.BatchNorm2d(w2),
+        nn.Conv2d(w2, w3, 3, padding=1),
+        nn.ReLU(),
+        nn.BatchNorm2d(w3),
         nn.MaxPool2d(2),  # 28 -> 14
-        nn.Conv2d(w3, w4, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(w4),
+        nn.Conv2d(w3, w4, 3, padding=1),
+        nn.ReLU(),
+        nn.BatchNorm2d(w4),
         nn.MaxPool2d(2),  # 14 -> 7
-        nn.Conv2d(w4, w5, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(w4, w5, 3, padding=1),
+        nn.ReLU(),
         # decoder (the report has no activation between the first ConvT and its BN)
-        nn.ConvTranspose2d(w5, w4, 3, stride=2, padding=1, output_padding=1), nn.BatchNorm2d(w4),  # 7 -> 14
-        nn.Conv2d(w4, w3, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(w3),
-        nn.ConvTranspose2d(w3, w1, 3, stride=1, padding=1), nn.ReLU(), nn.BatchNorm2d(w1),
-        nn.ConvTranspose2d(w1, 1, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),  # 14 -> 28
+        nn.ConvTranspose2d(w5, w4, 3, stride=2, padding=1, output_padding=1),
+        nn.BatchNorm2d(w4),  # 7 -> 14
+        nn.Conv2d(w4, w3, 3, padding=1),
+        nn.ReLU(),
+        nn.BatchNorm2d(w3),
+        nn.ConvTranspose2d(w3, w1, 3, stride=1, padding=1),
+        nn.ReLU(),
+        nn.BatchNorm2d(w1),
+        nn.ConvTranspose2d(w1, 1, 3, stride=2, padding=1, output_padding=1),
+        nn.ReLU(),  # 14 -> 28
     )
 
 
@@ -83,22 +100,37 @@ class FlowersAE(nn.Module):
 
         # Encoder and decoder: ReLU then [BN] after every conv, as in the report.
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(), *bn(16),  # 100 -> 50
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(), *bn(32),  # 50 -> 25
+            nn.Conv2d(3, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            *bn(16),  # 100 -> 50
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            *bn(32),  # 50 -> 25
         )
         # k2 s1 p13 convs grow the map by 25 each: 25 -> 50 -> 75 -> 100. The report's decoder
         # also ends in ReLU [+ BatchNorm2d(3)] after the last conv; kept as written there.
         self.decoder = nn.Sequential(
-            nn.Conv2d(32, 16, 2, padding=13), nn.ReLU(), *bn(16),
-            nn.Conv2d(16, 8, 2, padding=13), nn.ReLU(), *bn(8),
-            nn.Conv2d(8, 3, 2, padding=13), nn.ReLU(), *bn(3),
+            nn.Conv2d(32, 16, 2, padding=13),
+            nn.ReLU(),
+            *bn(16),
+            nn.Conv2d(16, 8, 2, padding=13),
+            nn.ReLU(),
+            *bn(8),
+            nn.Conv2d(8, 3, 2, padding=13),
+            nn.ReLU(),
+            *bn(3),
         )
         # Classifier: [BN] before ReLU here, as in the report; the conv bias is redundant before BN.
         self.classifier = nn.Sequential(
-            nn.Conv2d(32, 64, 3, stride=2, padding=1, bias=not batch_norm), *bn(64), nn.ReLU(),  # 25 -> 13
-            nn.Conv2d(64, 128, 3, stride=2, padding=1, bias=not batch_norm), *bn(128), nn.ReLU(),  # 13 -> 7
+            nn.Conv2d(32, 64, 3, stride=2, padding=1, bias=not batch_norm),
+            *bn(64),
+            nn.ReLU(),  # 25 -> 13
+            nn.Conv2d(64, 128, 3, stride=2, padding=1, bias=not batch_norm),
+            *bn(128),
+            nn.ReLU(),  # 13 -> 7
             nn.Flatten(),
-            nn.Linear(128 * 7 * 7, 256), nn.ReLU(),
+            nn.Linear(128 * 7 * 7, 256),
+            nn.ReLU(),
             nn.Linear(256, num_classes),
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from models import register
+from models.registry import register
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}
 _POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
@@ -46,8 +46,10 @@ def lenet5(
     nn.init.xavier_uniform_(fc1.weight)
     nn.init.xavier_uniform_(fc2.weight)
     return nn.Sequential(
-        *conv_block(in_channels, c1, padding=2), pool(2),
-        *conv_block(c1, c2, padding=0), pool(2),
+        *conv_block(in_channels, c1, padding=2),
+        pool(2),
+        *conv_block(c1, c2, padding=0),
+        pool(2),
         *conv_block(c2, c3, padding=0),
         nn.Flatten(),
         fc1,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from models import register
+from models.registry import register
 
 
 @register
@@ -24,7 +24,7 @@ def mlp(
         raise ValueError(f"need one dropout rate per hidden layer: {len(widths)} widths, {len(dropouts)} dropouts")
     layers: list[nn.Module] = [nn.Flatten()]
     cin = in_features
-    for width, p in zip(widths, dropouts):
+    for width, p in zip(widths, dropouts, strict=True):
         layers += [nn.Linear(cin, int(width)), nn.BatchNorm1d(int(width)), nn.ReLU()]
         if p > 0:
             layers.append(nn.Dropout(float(p)))

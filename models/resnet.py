@@ -10,7 +10,7 @@ import torch.nn as nn
 import torchvision
 from torchvision.models.resnet import BasicBlock
 
-from models import register
+from models.registry import register
 
 
 @register
@@ -28,20 +28,24 @@ def cnn_small(
     """
     h1, h2 = (int(h) for h in hidden)
     return nn.Sequential(
-        nn.Conv2d(in_channels, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(in_channels, c1, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(c2 * 7 * 7, h1), nn.ReLU(),
-        nn.Linear(h1, h2), nn.ReLU(),
+        nn.Linear(c2 * 7 * 7, h1),
+        nn.ReLU(),
+        nn.Linear(h1, h2),
+        nn.ReLU(),
         nn.Linear(h2, num_classes),
     )
 
 
 @register
 def resnet20(
-    widths: tuple[int, int, int] | list[int] = (16, 32, 64),
-    num_classes: int = 10,
-    in_channels: int = 1,
+    widths: tuple[int, int, int] | list[int] = (16, 32, 64), num_classes: int = 10, in_channels: int = 1
 ) -> nn.Module:
     """CIFAR-style ResNet-20 (He et al. 2016, section 4.2) with searchable stage widths.
 
@@ -51,7 +55,9 @@ def resnet20(
     """
     widths = [int(w) for w in widths]
     layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(),
+        nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(),
     ]
     cin = widths[0]
     for stage, width in enumerate(widths):
@@ -59,8 +65,7 @@ def resnet20(
             stride = 2 if stage > 0 and block == 0 else 1
             shortcut = None
             if stride != 1 or cin != width:
-                shortcut = nn.Sequential(
-                    nn.Conv2d(cin, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width))
+                shortcut = nn.Sequential(nn.Conv2d(cin, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width))
             layers.append(BasicBlock(cin, width, stride, shortcut))
             cin = width
     net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
@@ -91,8 +96,10 @@ def resnet18(num_classes: int = 10, in_channels: int = 1, pretrained: bool = Fal
     cache = os.path.join(torch.hub.get_dir(), "checkpoints")
     if not os.path.exists(os.path.join(cache, os.path.basename(urlparse(weights.url).path))):
         # Checked up front so that nothing is downloaded (and no offline machine waits on the network).
-        raise ValueError(f"resnet18 ImageNet weights are not in the torch hub cache {cache}; "
-                         "use pretrained=False to train from scratch")
+        raise ValueError(
+            f"resnet18 ImageNet weights are not in the torch hub cache {cache}; "
+            "use pretrained=False to train from scratch"
+        )
     state = weights.get_state_dict(progress=False)
     # Centre 3x3 of each 7x7 ImageNet stem filter; for other than RGB input, the RGB sum spread
     # evenly over the new channels (for greyscale, exactly the sum), as timm's adapt_input_conv.
