@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TRIALS ?= 200
 DATA_DIR ?= $(if $(HPSEARCH_DATA_DIR),$(HPSEARCH_DATA_DIR),$(wildcard ../shared/data))
 
-.PHONY: setup run test bench gpu-bundle gpu-check clean
+.PHONY: setup run test lint bench gpu-bundle gpu-check clean
 
 $(BIN)/hpsearch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ run: setup
 
 test: setup
 	HPSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/python -m pytest
+
+# ruff's lint and format checks, configured in pyproject.toml (CI runs them before the tests).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: setup
 	HPSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/lenet_epoch.py

@@ -60,8 +60,12 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / ".device"
 WHEELS_FROM = REPO.parent / "shared" / "wheels" / "h200-py312"
 DATA_FROM = REPO.parent / "shared" / "data"
-FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+FASHION_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 # What the machine lacks and hpsearch needs; each must be among the carried wheels.
 NEEDED = ("optuna", "optuna_dashboard", "sqlalchemy", "alembic", "mako", "colorlog", "greenlet", "cmaes", "bottle")
 TRAVEL_LIMIT = 64 * 2**20  # the working tree that travels to the machine, .device/ included
@@ -92,8 +96,11 @@ def _sha256(path: Path) -> str:
 def _tree_bytes() -> int | None:
     """Bytes of what travels besides .device/: tracked and untracked-but-not-ignored files."""
     try:
-        listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                                capture_output=True, check=True).stdout
+        listed = subprocess.run(
+            ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True,
+            check=True,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     paths = {REPO / p for p in listed.decode().split("\0") if p}
@@ -125,15 +132,19 @@ def bundle(args) -> int:
     (BUNDLE / "SHA256SUMS").write_text(sums)
     size = sum(f.stat().st_size for f in BUNDLE.rglob("*") if f.is_file())
     tree = _tree_bytes()
-    print(f"{BUNDLE.relative_to(REPO)}/: {len(wheels)} wheels ({sum(w.stat().st_size for w in wheels) / MIB:.1f} MiB), "
-          f"Fashion-MNIST ({sum((raw_from / f).stat().st_size for f in FASHION_FILES) / MIB:.1f} MiB), "
-          f"{size / MIB:.1f} MiB in all")
+    print(
+        f"{BUNDLE.relative_to(REPO)}/: {len(wheels)} wheels ({sum(w.stat().st_size for w in wheels) / MIB:.1f} MiB), "
+        f"Fashion-MNIST ({sum((raw_from / f).stat().st_size for f in FASHION_FILES) / MIB:.1f} MiB), "
+        f"{size / MIB:.1f} MiB in all"
+    )
     if tree is None:
         print("not a git checkout: the size of the rest of the working tree is unknown")
         return 0
     total = tree + size
-    print(f"working tree without .device/: {tree / MIB:.1f} MiB; with it: {total / MIB:.1f} MiB "
-          f"of the {TRAVEL_LIMIT // MIB} MiB that travel")
+    print(
+        f"working tree without .device/: {tree / MIB:.1f} MiB; with it: {total / MIB:.1f} MiB "
+        f"of the {TRAVEL_LIMIT // MIB} MiB that travel"
+    )
     if total > TRAVEL_LIMIT:
         return _fail("too large to travel: remove untracked files or wheels from .device/")
     print("on the GPU machine, carry .device and run: make gpu-check (or python3 benchmarks/gpu_check.py)")
@@ -184,14 +195,31 @@ class Ran:
     lines: list[str]
 
 
-def run_child(log: Log, cmd: list[str], env: dict, limit: float, echo=False, tee: Path | None = None,
-              stop_signal=signal.SIGTERM, grace: float = 10.0) -> Ran:
+def run_child(
+    log: Log,
+    cmd: list[str],
+    env: dict,
+    limit: float,
+    echo=False,
+    tee: Path | None = None,
+    stop_signal=signal.SIGTERM,
+    grace: float = 10.0,
+) -> Ran:
     """Run ``cmd`` (in its own process group) with its output to the log (and to stdout when
     ``echo``). It may take ``limit`` seconds in all: ``grace`` seconds before that it gets
     ``stop_signal`` (time to say what it did), and at ``limit`` its whole group gets SIGKILL."""
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
     lines: list[str] = []
     out = open(tee, "w", encoding="utf-8") if tee else None
 
@@ -231,8 +259,10 @@ def run_child(log: Log, cmd: list[str], env: dict, limit: float, echo=False, tee
 
 def shown(cmd: list[str], env_shown: dict | None = None) -> str:
     """The command as one would type it in the checkout (``python`` for this interpreter)."""
-    words = ["python" if w == sys.executable else os.path.relpath(w, REPO) if w.startswith(str(REPO) + "/") else w
-             for w in cmd]
+    words = [
+        "python" if w == sys.executable else os.path.relpath(w, REPO) if w.startswith(str(REPO) + "/") else w
+        for w in cmd
+    ]
     prefix = " ".join(f"{k}={v}" for k, v in (env_shown or {}).items())
     return (prefix + " " if prefix else "") + shlex.join(words)
 
@@ -277,19 +307,38 @@ class Check:
         else:
             wheels = sorted(Path(args.wheels).glob("*.whl"))
             if not wheels:
-                say(f"install: no wheels in {args.wheels}; run 'make gpu-bundle' where ../shared is and carry .device, "
-                    "or pass --no-install where the packages are installed")
+                say(
+                    f"install: no wheels in {args.wheels}; run 'make gpu-bundle' where ../shared is and carry .device, "
+                    "or pass --no-install where the packages are installed"
+                )
                 return False
-            cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-cache-dir",
-                   "--disable-pip-version-check", "--upgrade", "--target", str(site), *map(str, wheels)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-index",
+                "--no-deps",
+                "--no-cache-dir",
+                "--disable-pip-version-check",
+                "--upgrade",
+                "--target",
+                str(site),
+                *map(str, wheels),
+            ]
             env = {**self.env, "PIP_ROOT_USER_ACTION": "ignore"}  # the machine runs commands as root
             ran = run_child(self.log, cmd, env, self.share(180), echo=True)
-            say(f"install: {len(wheels)} wheels into {site} in {ran.seconds:.1f} s"
-                + ("" if ran.code == 0 else f": FAILED (pip exit {ran.code})"))
+            say(
+                f"install: {len(wheels)} wheels into {site} in {ran.seconds:.1f} s"
+                + ("" if ran.code == 0 else f": FAILED (pip exit {ran.code})")
+            )
             if ran.code != 0:
                 return False
             path.insert(0, str(site))
-        self.env["PYTHONPATH"] = os.pathsep.join(path + [p for p in self.env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            path + [p for p in self.env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        )
         return True
 
     def machine(self) -> bool:
@@ -300,7 +349,8 @@ class Check:
             "if torch.cuda.is_available():\n"
             "    for i in range(torch.cuda.device_count()):\n"
             "        p = torch.cuda.get_device_properties(i)\n"
-            "        info['gpus'].append(f'{p.name}, {p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs')\n"
+            "        info['gpus'].append(\n"
+            "            f'{p.name}, {p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs')\n"
             "for name in ('torchvision', 'optuna', 'optuna_dashboard', 'sqlalchemy', 'numpy'):\n"
             "    try:\n"
             "        info[name] = __import__(name).__version__\n"
@@ -318,18 +368,21 @@ class Check:
         cpu = _cpu_model()
         smi = _nvidia_smi()
         gpu = "; ".join(smi or info["gpus"]) or "no GPU visible"
-        self.machine_line = (f"{gpu}; CPU {cpu}, {os.cpu_count()} cores, {_mem_gib()} GiB; Python {info['python']}, "
-                             f"torch {info['torch']} (CUDA {info['cuda']}), torchvision {info['torchvision']}, "
-                             f"optuna {info['optuna']}, optuna-dashboard {info['optuna_dashboard']}, "
-                             f"SQLAlchemy {info['sqlalchemy']}, numpy {info['numpy']}")
+        self.machine_line = (
+            f"{gpu}; CPU {cpu}, {os.cpu_count()} cores, {_mem_gib()} GiB; Python {info['python']}, "
+            f"torch {info['torch']} (CUDA {info['cuda']}), torchvision {info['torchvision']}, "
+            f"optuna {info['optuna']}, optuna-dashboard {info['optuna_dashboard']}, "
+            f"SQLAlchemy {info['sqlalchemy']}, numpy {info['numpy']}"
+        )
         self.log.say(f"machine: {self.machine_line}")
         missing = [k for k in ("optuna", "optuna_dashboard", "sqlalchemy") if str(info[k]).startswith("missing")]
         if missing:
             self.log.say(f"machine: {', '.join(missing)} not importable; the install step did not provide them")
             return False
         if self.device.startswith("cuda") and not info["gpus"]:
-            self.log.say(f"machine: --device {self.device} but torch sees no CUDA GPU here; "
-                         "use --device cpu for a dry run")
+            self.log.say(
+                f"machine: --device {self.device} but torch sees no CUDA GPU here; use --device cpu for a dry run"
+            )
             return False
         return True
 
@@ -342,8 +395,11 @@ class Check:
             return False
         sums = BUNDLE / "SHA256SUMS"
         if root.resolve() == (BUNDLE / "data").resolve() and sums.is_file():
-            bad = [name for digest, name in (line.split("  ", 1) for line in sums.read_text().splitlines() if line)
-                   if name.startswith("data/") and _sha256(BUNDLE / name) != digest]
+            bad = [
+                name
+                for digest, name in (line.split("  ", 1) for line in sums.read_text().splitlines() if line)
+                if name.startswith("data/") and _sha256(BUNDLE / name) != digest
+            ]
             if bad:
                 self.log.say(f"data: {', '.join(bad)} differ from .device/SHA256SUMS (a broken transfer?)")
                 return False
@@ -384,8 +440,7 @@ class Check:
         limit = self.share(self.args.tests_timeout, reserve=self.reserve_after("tests"))
         line = shown(cmd, {"HPSEARCH_TEST_DEVICE": self.test_device})
         self.log.say(f"$ {line}    (limit {limit:.0f} s)")
-        ran = run_child(self.log, cmd, env, limit, tee=self.out_dir / "pytest.log", stop_signal=signal.SIGINT,
-                        grace=30)
+        ran = run_child(self.log, cmd, env, limit, tee=self.out_dir / "pytest.log", stop_signal=signal.SIGINT, grace=30)
         summary = _pytest_summary(ran.lines)
         for text in [ln for ln in ran.lines if ln.startswith("training device:")][:1] + summary["report"]:
             self.log.say(f"    {text}")
@@ -405,8 +460,16 @@ class Check:
         deadline = time.monotonic() + self.share(self.args.lenet_timeout, reserve=self.reserve_after("lenet"))
         figures, ok, notes = [], True, []
         for i, size in enumerate(sizes):
-            cmd = [sys.executable, str(REPO / "benchmarks" / "lenet_epoch.py"), "--device", self.device,
-                   "--batch-size", str(size), "--repeat", str(self.args.lenet_repeat)]
+            cmd = [
+                sys.executable,
+                str(REPO / "benchmarks" / "lenet_epoch.py"),
+                "--device",
+                self.device,
+                "--batch-size",
+                str(size),
+                "--repeat",
+                str(self.args.lenet_repeat),
+            ]
             cap = max(0.0, deadline - time.monotonic()) / (len(sizes) - i)
             self.log.say(f"$ {shown(cmd)}    (limit {cap:.0f} s)")
             ran = run_child(self.log, cmd, self.env, cap, echo=True)
@@ -417,8 +480,10 @@ class Check:
                     rates["engine" if found.group(1).startswith("hpsearch") else "loader"] = found.group(2)
             speedup = next((ln.split(":", 1)[1].strip() for ln in ran.lines if ln.startswith("speed-up:")), None)
             if ran.code == 0 and speedup:
-                note = (f"batch {size}: engine {rates.get('engine')} images/s, DataLoader loop "
-                        f"{rates.get('loader')} images/s, speed-up {speedup}")
+                note = (
+                    f"batch {size}: engine {rates.get('engine')} images/s, DataLoader loop "
+                    f"{rates.get('loader')} images/s, speed-up {speedup}"
+                )
             else:
                 ok = False
                 note = f"batch {size}: no figure ({'stopped at its limit' if ran.code is None else f'exit {ran.code}'})"
@@ -437,9 +502,25 @@ class Check:
         folder.mkdir(parents=True)
 
         def command(jobs) -> list[str]:
-            cmd = [sys.executable, "-m", "hpsearch", "run", "fashion-lenet", "--trials", str(args.sweep_trials),
-                   "--seed", str(args.sweep_seed), "--jobs", str(jobs), "--device", self.device,
-                   "--storage", f"sqlite:///{folder / f'jobs-{jobs}.db'}", "--artifacts", str(folder / f"artifacts-{jobs}")]
+            cmd = [
+                sys.executable,
+                "-m",
+                "hpsearch",
+                "run",
+                "fashion-lenet",
+                "--trials",
+                str(args.sweep_trials),
+                "--seed",
+                str(args.sweep_seed),
+                "--jobs",
+                str(jobs),
+                "--device",
+                self.device,
+                "--storage",
+                f"sqlite:///{folder / f'jobs-{jobs}.db'}",
+                "--artifacts",
+                str(folder / f"artifacts-{jobs}"),
+            ]
             cmd += ["--epochs", str(args.sweep_epochs)] if args.sweep_epochs else []
             cmd += ["--subset", str(args.sweep_subset)] if args.sweep_subset else []
             return cmd
@@ -471,26 +552,37 @@ class Check:
             else:
                 ended, ok = f"exit {ran.code}", False
             best = f"{got['best']:.4f}" if got["best"] is not None else "-"
-            rows.append(f"| {jobs} | {finished}/{args.sweep_trials} | {got['COMPLETE']} / {got['PRUNED']} / {got['FAIL']} "
-                        f"| {got['epochs']} | {ran.seconds:.1f} | {finished * per_minute:.2f} | "
-                        f"{got['epochs'] * per_minute:.1f} | {best} | {ended} |")
-            self.log.say(f"jobs {jobs}: {finished}/{args.sweep_trials} trials finished ({got['COMPLETE']} complete, "
-                         f"{got['PRUNED']} pruned, {got['FAIL']} failed; {got['epochs']} epochs) in {ran.seconds:.1f} s: "
-                         f"{finished * per_minute:.2f} trials/min, {got['epochs'] * per_minute:.1f} epochs/min, "
-                         f"best {best}; ended by {ended}")
+            rows.append(
+                f"| {jobs} | {finished}/{args.sweep_trials} | {got['COMPLETE']} / {got['PRUNED']} / {got['FAIL']} "
+                f"| {got['epochs']} | {ran.seconds:.1f} | {finished * per_minute:.2f} | "
+                f"{got['epochs'] * per_minute:.1f} | {best} | {ended} |"
+            )
+            self.log.say(
+                f"jobs {jobs}: {finished}/{args.sweep_trials} trials finished ({got['COMPLETE']} complete, "
+                f"{got['PRUNED']} pruned, {got['FAIL']} failed; {got['epochs']} epochs) in {ran.seconds:.1f} s: "
+                f"{finished * per_minute:.2f} trials/min, {got['epochs'] * per_minute:.1f} epochs/min, "
+                f"best {best}; ended by {ended}"
+            )
         template = shown(command("K"))
-        intro = (f"`{template}`, with `--timeout` at 85 % of each run's share of the budget "
-                 "(trials/min = finished trials / wall time of the whole command, start-up included):")
-        header = ("| --jobs | finished | complete / pruned / failed | epochs | wall s | trials/min | epochs/min "
-                  "| best val acc | ended by |")
+        intro = (
+            f"`{template}`, with `--timeout` at 85 % of each run's share of the budget "
+            "(trials/min = finished trials / wall time of the whole command, start-up included):"
+        )
+        header = (
+            "| --jobs | finished | complete / pruned / failed | epochs | wall s | trials/min | epochs/min "
+            "| best val acc | ended by |"
+        )
         figures = [intro, "", header, "|---|---|---|---|---|---|---|---|---|", *rows]
         return Outcome("jobs", ok, f"{len(rows)} run(s)", figures)
 
     def reserve_after(self, step: str) -> float:
         """Seconds to keep for the steps after ``step`` (a minimum that still gives a figure)."""
-        minimum = {"lenet": 45.0 * len(self.args.lenet_batch_sizes.split(",")), "tests": 60.0,
-                   "jobs": 30.0 * len(self.args.sweep_jobs.split(","))}
-        later = STEPS[STEPS.index(step) + 1:]
+        minimum = {
+            "lenet": 45.0 * len(self.args.lenet_batch_sizes.split(",")),
+            "tests": 60.0,
+            "jobs": 30.0 * len(self.args.sweep_jobs.split(",")),
+        }
+        later = STEPS[STEPS.index(step) + 1 :]
         return sum(minimum[s] for s in later if s in self.steps)
 
     # the whole
@@ -499,8 +591,10 @@ class Check:
         args, say = self.args, self.log.say
         self.steps = [s for s in STEPS if s in args.steps.split(",")]
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        say(f"gpu-check {stamp}: device {self.device}, steps {','.join(self.steps)}, budget {args.budget:.0f} s, "
-            f"log {self.log.path}")
+        say(
+            f"gpu-check {stamp}: device {self.device}, steps {','.join(self.steps)}, budget {args.budget:.0f} s, "
+            f"log {self.log.path}"
+        )
         if not (self.install() and self.machine() and self.data()):
             say(f"gpu-check: stopped before measuring ({time.monotonic() - self.started:.0f} s)")
             return 2
@@ -521,10 +615,15 @@ class Check:
         return 0 if all(o.ok for o in self.outcomes) else 1
 
     def summary(self, stamp: str, wall: float) -> list[str]:
-        lines = [f"### gpu-check, {stamp}, --device {self.device}", "",
-                 f"Machine: {self.machine_line}.", "",
-                 f"Whole check: {wall:.0f} s of a {self.args.budget:.0f} s budget; "
-                 + ", ".join(f"{o.step} {'ok' if o.ok else 'NOT ok'}" for o in self.outcomes) + "."]
+        lines = [
+            f"### gpu-check, {stamp}, --device {self.device}",
+            "",
+            f"Machine: {self.machine_line}.",
+            "",
+            f"Whole check: {wall:.0f} s of a {self.args.budget:.0f} s budget; "
+            + ", ".join(f"{o.step} {'ok' if o.ok else 'NOT ok'}" for o in self.outcomes)
+            + ".",
+        ]
         for outcome in self.outcomes:
             lines += ["", f"**{outcome.step}**", "", *(outcome.figures or [outcome.note])]
         return lines
@@ -565,8 +664,13 @@ def _nvidia_smi() -> list[str]:
     if not shutil.which("nvidia-smi"):
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                             check=False, capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     gpus = []
@@ -589,8 +693,14 @@ def _pytest_summary(lines: list[str]) -> dict:
                 inside = False
             else:
                 report.append(line[:300])
-    final = next((ln.strip("= ") for ln in reversed(lines)
-                  if ln.startswith("=") and re.search(r"\b(passed|failed|error|skipped|no tests ran)\b", ln)), "")
+    final = next(
+        (
+            ln.strip("= ")
+            for ln in reversed(lines)
+            if ln.startswith("=") and re.search(r"\b(passed|failed|error|skipped|no tests ran)\b", ln)
+        ),
+        "",
+    )
     # Without that line (a run stopped hard), the -v lines say how far it got.
     outcomes: dict[str, list[str]] = {}
     for line in lines:
@@ -622,31 +732,49 @@ def _count_trials(db: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", action="store_true",
-                        help="fill .device/ with the wheels and Fashion-MNIST (run here, beside ../shared), then stop")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--bundle",
+        action="store_true",
+        help="fill .device/ with the wheels and Fashion-MNIST (run here, beside ../shared), then stop",
+    )
     parser.add_argument("--wheels-from", default=str(WHEELS_FROM), help="--bundle: the wheels to carry (%(default)s)")
-    parser.add_argument("--data-from", default=str(DATA_FROM), help="--bundle: folder with FashionMNIST/raw (%(default)s)")
+    parser.add_argument(
+        "--data-from", default=str(DATA_FROM), help="--bundle: folder with FashionMNIST/raw (%(default)s)"
+    )
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu (a dry run)")
     parser.add_argument("--steps", default=",".join(STEPS), help="which of lenet,tests,jobs to run (default: all)")
-    parser.add_argument("--budget", type=float, default=540,
-                        help="seconds for the whole check; each step gets a share (default: 540, inside a 10-minute call)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=540,
+        help="seconds for the whole check; each step gets a share (default: 540, inside a 10-minute call)",
+    )
     parser.add_argument("--wheels", default=str(BUNDLE / "wheels"), help="wheels to install (default: .device/wheels)")
     parser.add_argument("--site", default="/tmp/hpsearch-site", help="pip --target folder (default: %(default)s)")
     parser.add_argument("--no-install", action="store_true", help="use the packages this Python already has")
-    parser.add_argument("--data-dir", help="folder with FashionMNIST/raw (default: .device/data, else "
-                                           "$HPSEARCH_DATA_DIR, else ../shared/data)")
-    parser.add_argument("--workdir", default="/tmp/hpsearch-gpu-check",
-                        help="scratch folder: cache, sweep databases (default: %(default)s)")
-    parser.add_argument("--log-dir", help="where gpu-check.log, pytest.log and gpu-check-summary.md go "
-                                          "(default: $OUT, else the workdir)")
+    parser.add_argument(
+        "--data-dir",
+        help="folder with FashionMNIST/raw (default: .device/data, else $HPSEARCH_DATA_DIR, else ../shared/data)",
+    )
+    parser.add_argument(
+        "--workdir",
+        default="/tmp/hpsearch-gpu-check",
+        help="scratch folder: cache, sweep databases (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-dir",
+        help="where gpu-check.log, pytest.log and gpu-check-summary.md go (default: $OUT, else the workdir)",
+    )
     parser.add_argument("--pytest-args", default="", help="extra pytest arguments, e.g. 'tests/test_train.py -x'")
     parser.add_argument("--tests-timeout", type=float, default=300, help="seconds for the test suite (default: 300)")
     parser.add_argument("--lenet-batch-sizes", default="100,1000", help="default: 100,1000")
     parser.add_argument("--lenet-repeat", type=int, default=3, help="epochs timed per way (default: 3)")
-    parser.add_argument("--lenet-timeout", type=float, default=240,
-                        help="seconds for all lenet_epoch runs together (default: 240)")
+    parser.add_argument(
+        "--lenet-timeout", type=float, default=240, help="seconds for all lenet_epoch runs together (default: 240)"
+    )
     parser.add_argument("--sweep-jobs", default="1,2,4,8", help="--jobs values (default: 1,2,4,8)")
     parser.add_argument("--sweep-trials", type=int, default=40, help="trials per run (default: 40)")
     parser.add_argument("--sweep-seed", type=int, default=0, help="default: 0")

@@ -55,8 +55,12 @@ def worker(mode: str, url: str, port: int, trials: int, errors) -> None:
             storage = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port)
         else:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=POOL, heartbeat_interval=60, grace_period=180)
-        study = optuna.load_study(study_name="load", storage=storage, sampler=optuna.samplers.RandomSampler(),
-                                  pruner=optuna.pruners.HyperbandPruner(max_resource=EPOCHS))
+        study = optuna.load_study(
+            study_name="load",
+            storage=storage,
+            sampler=optuna.samplers.RandomSampler(),
+            pruner=optuna.pruners.HyperbandPruner(max_resource=EPOCHS),
+        )
         study.optimize(objective, n_trials=trials)
     except Exception as exc:  # noqa: BLE001 - the figure is how many workers fail, and why
         errors.put(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200])
@@ -123,8 +127,10 @@ def measure(pg, mode: str, workers: int, trials: int) -> str:
     ended = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.datetime_complete]
     span = (max(t.datetime_complete for t in ended) - min(t.datetime_start for t in ended)).total_seconds()
     rate = len(ended) / span if span else 0.0
-    line = (f"{mode:6} {workers:3} workers: {len(ended)}/{trials} trials, {rate:5.1f} trials/s sustained, "
-            f"peak {peak} connections{' (server full)' if full else ''}, {failed} workers failed")
+    line = (
+        f"{mode:6} {workers:3} workers: {len(ended)}/{trials} trials, {rate:5.1f} trials/s sustained, "
+        f"peak {peak} connections{' (server full)' if full else ''}, {failed} workers failed"
+    )
     return line + (f" ({'; '.join(reasons)})" if reasons else "")
 
 
@@ -136,8 +142,11 @@ def main() -> int:
     args = parser.parse_args()
     from pgserver import throwaway_postgres
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; optuna {optuna.__version__}; "
-          f"PostgreSQL max_connections=100; N = {args.trials}", flush=True)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs; optuna {optuna.__version__}; "
+        f"PostgreSQL max_connections=100; N = {args.trials}",
+        flush=True,
+    )
     with throwaway_postgres() as pg:
         for workers in (int(w) for w in args.workers.split(",")):
             for mode in args.modes.split(","):

@@ -71,9 +71,17 @@ def engine_way(root, device, batch_size: int) -> tuple[int, float]:
     torch.manual_seed(0)
     model = models.create("lenet5", **BASE).to(device)
     warm = Recipe(epochs=1, batch_size=batch_size, lr=1e-3)
-    fit(models.create("lenet5", **BASE).to(device), datasets.SearchData(
-        train=datasets.Split(data.train.x[: batch_size * 4], data.train.y[: batch_size * 4]),
-        val=data.val, classes=data.classes, mean=data.mean, std=data.std), warm)
+    fit(
+        models.create("lenet5", **BASE).to(device),
+        datasets.SearchData(
+            train=datasets.Split(data.train.x[: batch_size * 4], data.train.y[: batch_size * 4]),
+            val=data.val,
+            classes=data.classes,
+            mean=data.mean,
+            std=data.std,
+        ),
+        warm,
+    )
     sync(device)
     started = time.perf_counter()
     fit(model, data, warm)
@@ -99,7 +107,10 @@ def main() -> int:
         runs = [way(root, device, args.batch_size) for _ in range(args.repeat)]
         rates[label] = statistics.median(n / t for n, t in runs)
         seconds = ", ".join(f"{t:.2f}" for _, t in runs)
-        print(f"{label:25s} {rates[label]:12,.0f} images/s  (median of {args.repeat} epochs of {runs[0][0]} images: {seconds} s)")
+        print(
+            f"{label:25s} {rates[label]:12,.0f} images/s  "
+            f"(median of {args.repeat} epochs of {runs[0][0]} images: {seconds} s)"
+        )
     ref, eng = rates.values()
     print(f"speed-up: {eng / ref:.2f}x")
     return 0

@@ -71,8 +71,14 @@ class LoadResult:
         return self.reports / self.seconds if self.seconds else 0.0
 
     def holds(self) -> bool:
-        return (self.finished == self.trials and self.running == 0 and self.duplicate_numbers == 0
-                and not self.error_lines and self.polls_failed == 0 and not self.changed_after_restart)
+        return (
+            self.finished == self.trials
+            and self.running == 0
+            and self.duplicate_numbers == 0
+            and not self.error_lines
+            and self.polls_failed == 0
+            and not self.changed_after_restart
+        )
 
     def summary(self) -> str:
         lines = [
@@ -86,11 +92,15 @@ class LoadResult:
             lines.append(f"  server connections: at most {self.max_connections}")
         if self.server_cpu_s is not None and self.finished:
             per_trial = self.server_cpu_s / self.finished
-            lines.append(f"  server CPU: {self.server_cpu_s:.1f} s, {per_trial * 1000:.1f} ms a trial: one server "
-                         f"core would saturate near {1 / per_trial:.0f} trials/s")
+            lines.append(
+                f"  server CPU: {self.server_cpu_s:.1f} s, {per_trial * 1000:.1f} ms a trial: one server "
+                f"core would saturate near {1 / per_trial:.0f} trials/s"
+            )
         if self.polls_ok or self.polls_failed:
-            lines.append(f"  dashboard: {self.polls_ok} polls answered, {self.polls_failed} failed, "
-                         f"slowest {self.slowest_poll_s:.2f} s")
+            lines.append(
+                f"  dashboard: {self.polls_ok} polls answered, {self.polls_failed} failed, "
+                f"slowest {self.slowest_poll_s:.2f} s"
+            )
         if self.changed_after_restart is not None:
             lines.append(f"  restart: {self.changed_after_restart} finished trials changed by it or the rerun")
         lines += [f"  error: {line}" for line in self.error_lines[:10]]
@@ -100,8 +110,21 @@ class LoadResult:
 
 def commands(url: str, workers: int, trials: int, jobs: int, heartbeat: int, sampler: str) -> list[list[str]]:
     """About half the workers as --jobs launchers, the rest as separate processes."""
-    base = [sys.executable, "-m", "hpsearch", "run", str(STUDY_FILE), "--trials", str(trials), "--storage", url,
-            "--heartbeat", str(heartbeat), "--sampler", sampler]
+    base = [
+        sys.executable,
+        "-m",
+        "hpsearch",
+        "run",
+        str(STUDY_FILE),
+        "--trials",
+        str(trials),
+        "--storage",
+        url,
+        "--heartbeat",
+        str(heartbeat),
+        "--sampler",
+        sampler,
+    ]
     launchers = (workers // 2) // jobs if jobs > 1 else 0
     singles = workers - launchers * jobs
     return [[*base, "--jobs", str(jobs)]] * launchers + [base] * singles
@@ -114,9 +137,12 @@ def _scalar(engine, sql: str) -> int:
 
 def _finished_trials(engine) -> dict[int, tuple]:
     with engine.connect() as conn:
-        rows = conn.execute(sqlalchemy.text(
-            "SELECT t.number, t.state, v.value FROM trials t LEFT JOIN trial_values v ON v.trial_id = t.trial_id "
-            "WHERE t.state IN ('COMPLETE', 'PRUNED')"))
+        rows = conn.execute(
+            sqlalchemy.text(
+                "SELECT t.number, t.state, v.value FROM trials t LEFT JOIN trial_values v ON v.trial_id = t.trial_id "
+                "WHERE t.state IN ('COMPLETE', 'PRUNED')"
+            )
+        )
         return {number: (state, value) for number, state, value in rows}
 
 
@@ -130,8 +156,8 @@ def _postgres_cpu(seen: dict[int, float]) -> None:
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            if stat[stat.index("(") + 1:stat.rindex(")")] == "postgres":
-                fields = stat[stat.rindex(")") + 2:].split()
+            if stat[stat.index("(") + 1 : stat.rindex(")")] == "postgres":
+                fields = stat[stat.rindex(")") + 2 :].split()
                 seen[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
 
 
@@ -166,8 +192,12 @@ def start_dashboard(url: str, folder: Path) -> tuple[subprocess.Popen, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "hpsearch", "dashboard", "--storage", url, "--port", str(port)],
-                            cwd=folder, stdout=subprocess.DEVNULL, stderr=open(folder / "dashboard.err", "wb"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", "dashboard", "--storage", url, "--port", str(port)],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / "dashboard.err", "wb"),
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -181,19 +211,34 @@ def start_dashboard(url: str, folder: Path) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("the dashboard did not answer within 60 s")
 
 
-def run_load(url: str, *, workers: int, trials: int, folder: Path, jobs: int = 4, heartbeat: int = 60,
-             sampler: str = "tpe", dashboard: bool = False, server=None, restart: bool = False) -> LoadResult:
+def run_load(
+    url: str,
+    *,
+    workers: int,
+    trials: int,
+    folder: Path,
+    jobs: int = 4,
+    heartbeat: int = 60,
+    sampler: str = "tpe",
+    dashboard: bool = False,
+    server=None,
+    restart: bool = False,
+) -> LoadResult:
     """Run the load once; ``server`` (a tests/pgserver.PostgresServer) is sampled for its
     connection count and, with ``restart``, restarted a third of the way through."""
     result = LoadResult(workers, trials)
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
     poller = dash = None
     if dashboard:
         # The dashboard needs the study to exist: one worker makes it first.
-        subprocess.run([*commands(url, 1, 1, 1, heartbeat, sampler)[0]], cwd=folder, env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*commands(url, 1, 1, 1, heartbeat, sampler)[0]], cwd=folder, env=env, check=True, stdout=subprocess.DEVNULL
+        )
         dash, port = start_dashboard(url, folder)
         poller = _Poller(port, result)
         poller.start()
@@ -216,9 +261,15 @@ def run_load(url: str, *, workers: int, trials: int, folder: Path, jobs: int = 4
                 if server is not None:
                     result.max_connections = max(result.max_connections or 0, _try(server.connections, 0))
                     _postgres_cpu(cpu_seen)
-                if restart and not rerun and not restarted and _try(
-                        lambda: _scalar(engine, "SELECT count(*) FROM trials WHERE state IN ('COMPLETE','PRUNED')"),
-                        0) >= trials // 3:
+                if (
+                    restart
+                    and not rerun
+                    and not restarted
+                    and _try(
+                        lambda: _scalar(engine, "SELECT count(*) FROM trials WHERE state IN ('COMPLETE','PRUNED')"), 0
+                    )
+                    >= trials // 3
+                ):
                     server.stop()
                     time.sleep(1.0)  # down for a moment, as in a real restart
                     server.start()
@@ -233,8 +284,11 @@ def run_load(url: str, *, workers: int, trials: int, folder: Path, jobs: int = 4
                 lines = path.read_text(errors="replace").splitlines()
                 # The restart ends the first round's workers with one line each, by design.
                 expected = restart and not rerun
-                result.error_lines += [f"{path.name}: {line}" for line in lines
-                                       if not (expected and line.startswith("hpsearch: error: lost the storage"))]
+                result.error_lines += [
+                    f"{path.name}: {line}"
+                    for line in lines
+                    if not (expected and line.startswith("hpsearch: error: lost the storage"))
+                ]
     finally:
         result.seconds = time.monotonic() - started
         for p, _ in procs:
@@ -251,11 +305,16 @@ def run_load(url: str, *, workers: int, trials: int, folder: Path, jobs: int = 4
             dash.wait()
     with engine.connect() as conn:
         states = dict(conn.execute(sqlalchemy.text("SELECT state, count(*) FROM trials GROUP BY state")).all())
-        result.duplicate_numbers = conn.execute(sqlalchemy.text(
-            "SELECT count(*) - count(DISTINCT number) FROM trials")).scalar_one()
+        result.duplicate_numbers = conn.execute(
+            sqlalchemy.text("SELECT count(*) - count(DISTINCT number) FROM trials")
+        ).scalar_one()
         result.reports = conn.execute(sqlalchemy.text("SELECT count(*) FROM trial_intermediate_values")).scalar_one()
-        completions = sorted(_datetime(row[0]) for row in conn.execute(sqlalchemy.text(
-            "SELECT datetime_complete FROM trials WHERE state IN ('COMPLETE', 'PRUNED')")))
+        completions = sorted(
+            _datetime(row[0])
+            for row in conn.execute(
+                sqlalchemy.text("SELECT datetime_complete FROM trials WHERE state IN ('COMPLETE', 'PRUNED')")
+            )
+        )
     result.finished = states.get("COMPLETE", 0) + states.get("PRUNED", 0)
     result.running, result.waiting, result.failed = (states.get(s, 0) for s in ("RUNNING", "WAITING", "FAIL"))
     if len(completions) >= 10:
@@ -294,8 +353,11 @@ def main() -> int:
     parser.add_argument("--max-connections", type=int, default=100, help="the throwaway server's max_connections")
     args = parser.parse_args()
     counts = [int(c) for c in args.sweep.split(",")] if args.sweep else [args.workers]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; storage {args.storage}; sampler {args.sampler}; "
-          f"jobs per launcher {args.jobs}; heartbeat {args.heartbeat} s", flush=True)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs; storage {args.storage}; sampler {args.sampler}; "
+        f"jobs per launcher {args.jobs}; heartbeat {args.heartbeat} s",
+        flush=True,
+    )
     ok = True
     with tempfile.TemporaryDirectory(prefix="hpsearch-load-") as tmp:
         server_cm = None
@@ -316,9 +378,18 @@ def main() -> int:
                     url = f"sqlite:///{folder / 'hpsearch.db'}"
                 else:
                     url = args.storage
-                result = run_load(url, workers=workers, trials=args.trials, folder=folder, jobs=args.jobs,
-                                  heartbeat=args.heartbeat, sampler=args.sampler, dashboard=args.dashboard,
-                                  server=server, restart=args.restart)
+                result = run_load(
+                    url,
+                    workers=workers,
+                    trials=args.trials,
+                    folder=folder,
+                    jobs=args.jobs,
+                    heartbeat=args.heartbeat,
+                    sampler=args.sampler,
+                    dashboard=args.dashboard,
+                    server=server,
+                    restart=args.restart,
+                )
                 print(result.summary(), flush=True)
                 ok = ok and result.holds()
         finally:

@@ -81,8 +81,12 @@ def build(
         "normalization": {"mean": list(mean), "std": list(std)},
         "classes": list(info.classes),
         "metrics": {spec.metric: trial.value, spec.metric.replace("val_", "test_"): None},
-        "versions": {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
-                     "optuna": str(optuna.__version__), "hpsearch": str(hpsearch.__version__)},
+        "versions": {
+            "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__),
+            "optuna": str(optuna.__version__),
+            "hpsearch": str(hpsearch.__version__),
+        },
     }
 
 
@@ -115,9 +119,13 @@ def load(path: Path) -> dict[str, Any]:
         raise UsageError(f"{path} refused: {first}; only checkpoints written by 'hpsearch export' load") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = first_line(exc)
-        raise UsageError(f"{path} is not a readable checkpoint (truncated or foreign: {first}); export it again") from None
+        raise UsageError(
+            f"{path} is not a readable checkpoint (truncated or foreign: {first}); export it again"
+        ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
-        raise UsageError(f"{path} is not an hpsearch checkpoint (no {FORMAT!r} marker); export one with 'hpsearch export'")
+        raise UsageError(
+            f"{path} is not an hpsearch checkpoint (no {FORMAT!r} marker); export one with 'hpsearch export'"
+        )
     missing = [k for k in REQUIRED if k not in checkpoint]
     if missing:
         raise UsageError(f"{path} lacks {', '.join(missing)}: the file was edited; export it again")
@@ -134,20 +142,25 @@ def rebuild(checkpoint: dict[str, Any]) -> nn.Module:
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
         first = first_line(exc)
-        raise UsageError(f"checkpoint model {spec.get('name')!r} cannot be rebuilt ({first}); export it again") from None
+        raise UsageError(
+            f"checkpoint model {spec.get('name')!r} cannot be rebuilt ({first}); export it again"
+        ) from None
     return model.eval()
 
 
 @torch.inference_mode()
-def score(checkpoint: dict[str, Any], model: nn.Module, raw: datasets.RawSplit, device: torch.device,
-          batch_size: int = 2048) -> tuple[float, list[tuple[str, int, float]]]:
+def score(
+    checkpoint: dict[str, Any], model: nn.Module, raw: datasets.RawSplit, device: torch.device, batch_size: int = 2048
+) -> tuple[float, list[tuple[str, int, float]]]:
     """The checkpoint's metric on ``raw`` and a per-class table (class, count, metric).
 
     Classification: accuracy. Denoising: MSE against the clean [0, 1]-scaled image of the
     image plus N(0, noise_sigma) noise (noise seeded, so scores repeat)."""
     norm = checkpoint["normalization"]
     model = model.to(device).eval().to(memory_format=torch.channels_last)
-    x = datasets.normalize(raw.images.to(device), norm["mean"], norm["std"]).contiguous(memory_format=torch.channels_last)
+    x = datasets.normalize(raw.images.to(device), norm["mean"], norm["std"]).contiguous(
+        memory_format=torch.channels_last
+    )
     y = raw.labels.to(device)
     generator = torch.Generator(device=device).manual_seed(0)
     per_example = []
@@ -161,6 +174,9 @@ def score(checkpoint: dict[str, Any], model: nn.Module, raw: datasets.RawSplit, 
     values = torch.cat(per_example).double().cpu()
     labels = raw.labels.cpu()
     classes = checkpoint["classes"] or [str(c) for c in range(int(labels.max()) + 1)]
-    table = [(name, int((labels == c).sum()), float(values[labels == c].mean()))
-             for c, name in enumerate(classes) if (labels == c).any()]
+    table = [
+        (name, int((labels == c).sum()), float(values[labels == c].mean()))
+        for c, name in enumerate(classes)
+        if (labels == c).any()
+    ]
     return float(values.mean()), table

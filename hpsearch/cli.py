@@ -38,20 +38,31 @@ def _positive_float(text: str) -> float:
 
 
 def _storage_options(p: argparse.ArgumentParser, artifacts: bool = False) -> None:
-    p.add_argument("--storage", metavar="URL",
-                   help="SQLAlchemy URL of the study database (default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db)")
-    p.add_argument("--study-name", metavar="NAME", help="name of the study in the storage (default: the study's own name)")
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="SQLAlchemy URL of the study database (default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db)",
+    )
+    p.add_argument(
+        "--study-name", metavar="NAME", help="name of the study in the storage (default: the study's own name)"
+    )
     if artifacts:
-        p.add_argument("--artifacts", metavar="DIR",
-                       help="artifact store of trial weights (default: $HPSEARCH_ARTIFACTS, else beside an SQLite "
-                            "file: hpsearch.db -> hpsearch-artifacts/, else ./hpsearch-artifacts)")
+        p.add_argument(
+            "--artifacts",
+            metavar="DIR",
+            help="artifact store of trial weights (default: $HPSEARCH_ARTIFACTS, else beside an SQLite "
+            "file: hpsearch.db -> hpsearch-artifacts/, else ./hpsearch-artifacts)",
+        )
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $HPSEARCH_DATA_DIR, else ./data)")
-    p.add_argument("--train-csv", metavar="FILE",
-                   help="training images as CSV rows of label + 784 pixels (studies on 28x28 grayscale data)")
+    p.add_argument(
+        "--train-csv",
+        metavar="FILE",
+        help="training images as CSV rows of label + 784 pixels (studies on 28x28 grayscale data)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,63 +70,111 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hpsearch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="search a study until it holds --trials finished trials",
-                         description="Search STUDY until the stored study holds N finished (complete or pruned) "
-                                     "trials; rerunning continues where an interrupted run stopped.")
+    run = sub.add_parser(
+        "run",
+        help="search a study until it holds --trials finished trials",
+        description="Search STUDY until the stored study holds N finished (complete or pruned) "
+        "trials; rerunning continues where an interrupted run stopped.",
+    )
     run.add_argument("study", metavar="STUDY", help="a study name from 'hpsearch list'")
-    run.add_argument("--trials", type=_positive_int, required=True, metavar="N",
-                     help="finished trials the study holds when the command ends")
+    run.add_argument(
+        "--trials",
+        type=_positive_int,
+        required=True,
+        metavar="N",
+        help="finished trials the study holds when the command ends",
+    )
     _storage_options(run, artifacts=True)
     run.add_argument("--epochs", type=_positive_int, metavar="E", help="max epochs per trial (default: the study's)")
     run.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER, help=f"default: {DEFAULT_SAMPLER}")
     run.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER, help=f"default: {DEFAULT_PRUNER}")
-    run.add_argument("--seed", type=int, help="seed of the sampler and of each trial's training (trial seed = seed + number)")
+    run.add_argument(
+        "--seed", type=int, help="seed of the sampler and of each trial's training (trial seed = seed + number)"
+    )
     _data_options(run)
-    run.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N training examples (smoke runs)")
+    run.add_argument(
+        "--subset", type=_positive_int, metavar="N", help="use only the first N training examples (smoke runs)"
+    )
     run.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="stop starting trials after this long")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="fixed",
-                     help="fix a parameter instead of searching it (repeatable)")
-    run.add_argument("--jobs", type=_positive_int, default=1, metavar="K",
-                     help="worker processes on this host sharing the study (default: 1); with several GPUs, "
-                          "one GPU each, round-robin")
-    run.add_argument("--keep-weights", type=int, metavar="K",
-                     help="keep the best-epoch weights of the K best complete trials (default: 3; 0: none)")
-    run.add_argument("--heartbeat", type=_positive_int, metavar="SECONDS",
-                     help="seconds between a running trial's heartbeats; a trial silent for 3 of them counts as "
-                          "dead (its worker was killed) and is failed and retried (default: 60)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="fixed",
+        help="fix a parameter instead of searching it (repeatable)",
+    )
+    run.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="worker processes on this host sharing the study (default: 1); with several GPUs, "
+        "one GPU each, round-robin",
+    )
+    run.add_argument(
+        "--keep-weights",
+        type=int,
+        metavar="K",
+        help="keep the best-epoch weights of the K best complete trials (default: 3; 0: none)",
+    )
+    run.add_argument(
+        "--heartbeat",
+        type=_positive_int,
+        metavar="SECONDS",
+        help="seconds between a running trial's heartbeats; a trial silent for 3 of them counts as "
+        "dead (its worker was killed) and is failed and retried (default: 60)",
+    )
 
     sub.add_parser("list", help="list the registered studies")
 
     show = sub.add_parser("show", help="trial counts, best value and top trials of a stored study")
     show.add_argument("study", metavar="STUDY", help="a study name from 'hpsearch list'")
     _storage_options(show)
-    show.add_argument("--top", type=_positive_int, default=10, metavar="K", help="rows in the table of best trials (default: 10)")
+    show.add_argument(
+        "--top", type=_positive_int, default=10, metavar="K", help="rows in the table of best trials (default: 10)"
+    )
 
-    export = sub.add_parser("export", help="write the best (or a given) trial's model to a checkpoint",
-                            description="Write a self-describing checkpoint (loads with torch.load(weights_only=True)) "
-                                        "of the best trial, or of --trial N, from its stored weights or retrained.")
+    export = sub.add_parser(
+        "export",
+        help="write the best (or a given) trial's model to a checkpoint",
+        description="Write a self-describing checkpoint (loads with torch.load(weights_only=True)) "
+        "of the best trial, or of --trial N, from its stored weights or retrained.",
+    )
     export.add_argument("study", metavar="STUDY", help="a study name from 'hpsearch list'")
     export.add_argument("--out", required=True, metavar="PATH", help="checkpoint file to write")
     export.add_argument("--trial", type=int, metavar="N", help="trial number (default: the best trial)")
-    export.add_argument("--retrain", action="store_true",
-                        help="train the configuration again on train + validation for its best epoch count")
+    export.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train the configuration again on train + validation for its best epoch count",
+    )
     export.add_argument("--score", action="store_true", help="also score it on the official test split and store that")
     _storage_options(export, artifacts=True)
     _data_options(export)
 
-    evaluate = sub.add_parser("evaluate", help="score a checkpoint on the official test split or a CSV",
-                              description="Rebuild the model from the checkpoint alone and score it on its "
-                                          "dataset's official test split (or on a CSV of label + 784 pixels).")
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score a checkpoint on the official test split or a CSV",
+        description="Rebuild the model from the checkpoint alone and score it on its "
+        "dataset's official test split (or on a CSV of label + 784 pixels).",
+    )
     evaluate.add_argument("checkpoint", metavar="PATH", help="a file written by 'hpsearch export'")
     evaluate.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $HPSEARCH_DATA_DIR, else ./data)")
     evaluate.add_argument("--csv", metavar="FILE", help="score on this CSV (rows of label + 784 pixels) instead")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
 
-    dashboard = sub.add_parser("dashboard", help="serve optuna-dashboard on the study storage and its trial weights",
-                               description="Run optuna-dashboard on the same storage and artifact store as 'hpsearch run'.")
+    dashboard = sub.add_parser(
+        "dashboard",
+        help="serve optuna-dashboard on the study storage and its trial weights",
+        description="Run optuna-dashboard on the same storage and artifact store as 'hpsearch run'.",
+    )
     _storage_options(dashboard, artifacts=True)
-    dashboard.add_argument("--host", default="127.0.0.1",
-                           help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 exposes it)")
+    dashboard.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 exposes it)",
+    )
     dashboard.add_argument("--port", type=_positive_int, default=8080, help="port (default: 8080)")
 
     report = sub.add_parser("report", help="one self-contained HTML page of plotly figures for a study")
@@ -123,7 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, metavar="PATH", help="HTML file to write")
     _storage_options(report)
     return parser
-
 
 
 def cmd_run(args) -> int | None:
@@ -164,7 +222,10 @@ def cmd_list(args) -> None:
     from hpsearch import registry
 
     rows = [("study", "dataset", "model family", "metric", "direction", "epochs")]
-    rows += [(s.name, s.dataset, s.model_family, s.metric, s.direction, str(s.max_epochs)) for s in registry.all_specs().values()]
+    rows += [
+        (s.name, s.dataset, s.model_family, s.metric, s.direction, str(s.max_epochs))
+        for s in registry.all_specs().values()
+    ]
     print(_table(rows))
 
 
@@ -195,15 +256,22 @@ def cmd_show(args) -> None:
     rows = [("trial", "value", "epochs", "seconds", *keys)]
     for t in ranked:
         seconds = f"{t.duration.total_seconds():.1f}" if t.duration else ""
-        rows.append((str(t.number), f"{t.value:.4f}", str(len(t.intermediate_values)), seconds,
-                     *(format_value(t.params[k]) if k in t.params else "-" for k in keys)))
+        rows.append(
+            (
+                str(t.number),
+                f"{t.value:.4f}",
+                str(len(t.intermediate_values)),
+                seconds,
+                *(format_value(t.params[k]) if k in t.params else "-" for k in keys),
+            )
+        )
     print(f"top {len(ranked)}:")
     print(_table(rows))
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def cmd_export(args) -> None:
@@ -217,18 +285,35 @@ def cmd_export(args) -> None:
     root = locations.data_dir(args.data_dir)
     search_data = None
     if args.retrain:
-        search_data = data.load(spec.dataset, device, root, val_fraction=spec.val_fraction,
-                                train_csv=Path(args.train_csv) if args.train_csv else None, standardize=spec.standardize)
-    export.export(spec, study, out=Path(args.out), store_dir=storage.artifacts_dir(url, args.artifacts),
-                  trial_number=args.trial, retrain_on=search_data, device=device,
-                  score_root=root if args.score else None)
+        search_data = data.load(
+            spec.dataset,
+            device,
+            root,
+            val_fraction=spec.val_fraction,
+            train_csv=Path(args.train_csv) if args.train_csv else None,
+            standardize=spec.standardize,
+        )
+    export.export(
+        spec,
+        study,
+        out=Path(args.out),
+        store_dir=storage.artifacts_dir(url, args.artifacts),
+        trial_number=args.trial,
+        retrain_on=search_data,
+        device=device,
+        score_root=root if args.score else None,
+    )
 
 
 def cmd_evaluate(args) -> None:
     from hpsearch import export, locations, runner
 
-    export.evaluate(Path(args.checkpoint), root=locations.data_dir(args.data_dir),
-                    csv=Path(args.csv) if args.csv else None, device=runner.resolve_device(args.device))
+    export.evaluate(
+        Path(args.checkpoint),
+        root=locations.data_dir(args.data_dir),
+        csv=Path(args.csv) if args.csv else None,
+        device=runner.resolve_device(args.device),
+    )
 
 
 def cmd_report(args) -> None:
@@ -245,12 +330,20 @@ def cmd_dashboard(args) -> None:
     from hpsearch import dashboard, storage
 
     url = storage.resolve_url(args.storage)
-    dashboard.serve(url, storage.artifacts_dir(url, args.artifacts), host=args.host, port=args.port,
-                    study_name=args.study_name)
+    dashboard.serve(
+        url, storage.artifacts_dir(url, args.artifacts), host=args.host, port=args.port, study_name=args.study_name
+    )
 
 
-COMMANDS = {"dashboard": cmd_dashboard, "run": cmd_run, "list": cmd_list, "show": cmd_show, "export": cmd_export, "evaluate": cmd_evaluate,
-            "report": cmd_report}
+COMMANDS = {
+    "dashboard": cmd_dashboard,
+    "run": cmd_run,
+    "list": cmd_list,
+    "show": cmd_show,
+    "export": cmd_export,
+    "evaluate": cmd_evaluate,
+    "report": cmd_report,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -276,8 +369,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"hpsearch: {what}; finished trials are stored, run the same command again to continue",
-              file=sys.stderr)
+        print(f"hpsearch: {what}; finished trials are stored, run the same command again to continue", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except StudyAborted as exc:
         print(f"hpsearch: error: {exc}", file=sys.stderr)

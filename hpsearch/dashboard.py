@@ -72,22 +72,27 @@ def _bind(host: str, port: int) -> WSGIServer:
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             other = port + 1 if port < 65535 else 8081
-            raise UsageError(f"port {port} on {host} is already in use (another dashboard?); "
-                             f"choose a free one with --port, e.g. --port {other}") from None
+            raise UsageError(
+                f"port {port} on {host} is already in use (another dashboard?); "
+                f"choose a free one with --port, e.g. --port {other}"
+            ) from None
         if exc.errno == errno.EACCES:
             raise UsageError(f"no permission to listen on port {port}; choose one above 1023 with --port") from None
         if isinstance(exc, socket.gaierror):
-            raise UsageError(f"cannot listen on {host!r}: unknown host name; "
-                             "use --host 127.0.0.1 (default) or 0.0.0.0") from None
+            raise UsageError(
+                f"cannot listen on {host!r}: unknown host name; use --host 127.0.0.1 (default) or 0.0.0.0"
+            ) from None
         if exc.errno == errno.EADDRNOTAVAIL:
-            raise UsageError(f"cannot listen on {host!r}: not an address of this machine; "
-                             "use --host 127.0.0.1 (default) or 0.0.0.0") from None
+            raise UsageError(
+                f"cannot listen on {host!r}: not an address of this machine; use --host 127.0.0.1 (default) or 0.0.0.0"
+            ) from None
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise UsageError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
-def serve(storage_url: str, artifacts_dir: Path, *, host: str = "127.0.0.1", port: int = 8080,
-          study_name: str | None = None) -> None:
+def serve(
+    storage_url: str, artifacts_dir: Path, *, host: str = "127.0.0.1", port: int = 8080, study_name: str | None = None
+) -> None:
     """Serve optuna-dashboard on ``storage_url`` (with trial weights from the artifact store
     in ``artifacts_dir``) at http://host:port/ until Ctrl-C, which ends it quietly (returns).
 
@@ -112,16 +117,23 @@ def serve(storage_url: str, artifacts_dir: Path, *, host: str = "127.0.0.1", por
                 try:
                     page += f"dashboard/studies/{storage.get_study_id_from_name(study_name)}"
                 except KeyError:
-                    raise UsageError(f"no study {study_name!r} in {mask(storage_url)}; "
-                                     "leave out --study-name to see every study") from None
+                    raise UsageError(
+                        f"no study {study_name!r} in {mask(storage_url)}; leave out --study-name to see every study"
+                    ) from None
             server.set_app(optuna_dashboard.wsgi(storage, artifact_store=artifact_store(artifacts_dir)))
             studies = f"{n_studies} stud{'y' if n_studies == 1 else 'ies'}" if n_studies else "no study yet"
-            print(f"optuna-dashboard on {page} for {mask(storage_url)} ({studies}, "
-                  f"trial weights in {artifacts_dir}); Ctrl-C stops it", flush=True)
+            print(
+                f"optuna-dashboard on {page} for {mask(storage_url)} ({studies}, "
+                f"trial weights in {artifacts_dir}); Ctrl-C stops it",
+                flush=True,
+            )
             if not is_loopback(host):
-                print(f"hpsearch: warning: listening on {host}, reachable from other machines; the dashboard "
-                      "has no authentication and lets anyone who reaches it edit and delete studies",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"hpsearch: warning: listening on {host}, reachable from other machines; the dashboard "
+                    "has no authentication and lets anyone who reaches it edit and delete studies",
+                    file=sys.stderr,
+                    flush=True,
+                )
             server.serve_forever()
         finally:
             server.server_close()

@@ -170,7 +170,9 @@ def _training_source(info: DatasetInfo, root: Path, train_csv: Path | None) -> R
     if train_csv is None:
         return info.read(root, "train")
     if info.image_shape != _CSV_SHAPE or len(info.classes) != _CSV_CLASSES:
-        usable = ", ".join(n for n, i in DATASETS.items() if i.image_shape == _CSV_SHAPE and len(i.classes) == _CSV_CLASSES)
+        usable = ", ".join(
+            n for n, i in DATASETS.items() if i.image_shape == _CSV_SHAPE and len(i.classes) == _CSV_CLASSES
+        )
         raise UsageError(
             f"a training CSV holds 1x28x28 grayscale images of 10 classes, which {info.name} does not have: "
             f"use it with {usable}, or drop the CSV"
@@ -208,10 +210,7 @@ _INT_CELL = re.compile(r"[ \t\r]*[+-]?[0-9]+[ \t\r]*\Z")  # what numpy's parser 
 
 
 def read_csv(
-    path: Path,
-    image_shape: tuple[int, ...] = (1, 28, 28),
-    num_classes: int = 10,
-    classes: list[str] | None = None,
+    path: Path, image_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10, classes: list[str] | None = None
 ) -> RawSplit:
     """Images from a CSV in the Fashion-MNIST CSV form: each row is the label (0..num_classes-1)
     then prod(image_shape) pixel values (0..255), optionally under a header row (a first row
@@ -256,7 +255,9 @@ def _csv_rows_line_by_line(path, lines, first_line: int, n_cols: int, num_classe
         where = f"{path}, line {lineno}"
         cells = line.split(",")
         if len(cells) != n_cols:
-            raise UsageError(f"{where} has {len(cells)} values, expected {n_cols} (label + {n_cols - 1} pixels): {form}")
+            raise UsageError(
+                f"{where} has {len(cells)} values, expected {n_cols} (label + {n_cols - 1} pixels): {form}"
+            )
         try:
             values = np.fromstring(line, dtype=np.int64, sep=",")
         except ValueError:
@@ -297,7 +298,7 @@ def _stage_idx_files(dataset_cls, root: Path) -> Path | None:
     staged_root = cache_dir() / "extracted" / hashlib.sha1(stamp.encode()).hexdigest()[:16]
     staged_raw = staged_root / dataset_cls.__name__ / "raw"
     staged_raw.mkdir(parents=True, exist_ok=True)
-    for n, p in zip(names, plain):
+    for n, p in zip(names, plain, strict=True):
         if not (staged_raw / p).is_file():
             tmp = staged_raw / f".{p}.{os.getpid()}.tmp"
             with gzip.open(raw / n, "rb") as src, open(tmp, "wb") as dst:
@@ -375,7 +376,9 @@ def _cached_decode(key: str, decode: Callable[[], dict]) -> dict:
     with warnings.catch_warnings():
         # torchvision 0.29 deprecates torchvision.io's decoders (for TorchCodec, which we do not
         # depend on) with one warning per image; they still work, and PIL would be ~2x slower.
-        warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning
+        )
         value = decode()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -385,7 +388,7 @@ def _cached_decode(key: str, decode: Callable[[], dict]) -> dict:
 
 
 def _stack_same_size(images: list[torch.Tensor], paths: list) -> torch.Tensor:
-    for image, path in zip(images, paths):
+    for image, path in zip(images, paths, strict=True):
         if image.shape != images[0].shape:
             raise UsageError(
                 f"{path} is {image.shape[2]}x{image.shape[1]} pixels but {paths[0]} is "
@@ -460,7 +463,8 @@ def _read_flowers102(root: Path, split: str) -> RawSplit:
     if not (base / "jpg").is_dir() or not all(m.is_file() for m in mats):
         raise DataUnavailable(
             f"Oxford Flowers-102 not found: put the official images in {base / 'jpg'}/ (image_00001.jpg ...) and "
-            f"imagelabels.mat and setid.mat in {base}/ (or point --data-dir / HPSEARCH_DATA_DIR at a folder that holds flowers-102/)"
+            f"imagelabels.mat and setid.mat in {base}/ "
+            "(or point --data-dir / HPSEARCH_DATA_DIR at a folder that holds flowers-102/)"
         )
     try:
         ds = Flowers102(
@@ -471,10 +475,12 @@ def _read_flowers102(root: Path, split: str) -> RawSplit:
             transform=lambda image: resize(image, list(FLOWERS_SIZE), antialias=True),
         )
     except RuntimeError:
-        raise DataUnavailable(f"{mats[0]} or {mats[1]} fails torchvision's md5 check: put the official files there") from None
+        raise DataUnavailable(
+            f"{mats[0]} or {mats[1]} fails torchvision's md5 check: put the official files there"
+        ) from None
 
     def decode() -> dict:
-        images, labels = zip(*(ds[i] for i in range(len(ds))))
+        images, labels = zip(*(ds[i] for i in range(len(ds))), strict=True)
         return {"images": torch.stack(images), "labels": torch.tensor(labels, dtype=torch.long)}
 
     stamp = "|".join(f"{m.stat().st_size}:{m.stat().st_mtime_ns}" for m in mats)
@@ -491,8 +497,12 @@ def _register_decoded_image_datasets() -> None:
     # Report 003's normalisation constants (statistics of the official training split).
     register(
         DatasetInfo(
-            "cifar10", _read_cifar10, (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261),
-            image_shape=(3, 32, 32), classes=_CIFAR10_CLASSES,
+            "cifar10",
+            _read_cifar10,
+            (0.4914, 0.4822, 0.4465),
+            (0.247, 0.243, 0.261),
+            image_shape=(3, 32, 32),
+            classes=_CIFAR10_CLASSES,
         )
     )
     # Mean: shared/data/README.md, over all 8,189 images at their stored size on [0, 1].
@@ -501,8 +511,13 @@ def _register_decoded_image_datasets() -> None:
     # 3x100x100 the stds are ~0.005 lower: (0.2877, 0.2369, 0.2603).
     register(
         DatasetInfo(
-            "flowers102", _read_flowers102, (0.4330, 0.3753, 0.2866), (0.2926, 0.2423, 0.2648),
-            official_val=True, image_shape=(3, *FLOWERS_SIZE), classes=tuple(Flowers102.classes),
+            "flowers102",
+            _read_flowers102,
+            (0.4330, 0.3753, 0.2866),
+            (0.2926, 0.2423, 0.2648),
+            official_val=True,
+            image_shape=(3, *FLOWERS_SIZE),
+            classes=tuple(Flowers102.classes),
         )
     )
 

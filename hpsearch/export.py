@@ -33,12 +33,15 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
     if number not in trials:
         raise UsageError(f"study {study.study_name!r} has no trial {number} (trials 0 to {len(trials) - 1})")
     if trials[number].state != TrialState.COMPLETE:
-        raise UsageError(f"trial {number} is {trials[number].state.name}, not COMPLETE: it has no final model to export")
+        raise UsageError(
+            f"trial {number} is {trials[number].state.name}, not COMPLETE: it has no final model to export"
+        )
     return trials[number]
 
 
-def retrain(spec: StudySpec, trial: optuna.trial.FrozenTrial, data: datasets.SearchData, device,
-            out: TextIO | None = None) -> dict:
+def retrain(
+    spec: StudySpec, trial: optuna.trial.FrozenTrial, data: datasets.SearchData, device, out: TextIO | None = None
+) -> dict:
     """Train the trial's configuration afresh on train + validation for its best epoch count,
     printing a line per epoch (a retrain can take as long as the trial did)."""
     full = datasets.Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
@@ -49,12 +52,19 @@ def retrain(spec: StudySpec, trial: optuna.trial.FrozenTrial, data: datasets.Sea
     model = models.create(trial.user_attrs["model"], **trial.user_attrs["model_kwargs"]).to(device)
     recipe = spec.recipe(_params(spec, trial), epochs=trial.user_attrs["best_epoch"], seed=trial.user_attrs["seed"])
     out = out or sys.stdout
-    print(f"retraining trial {trial.number} on {len(full)} train + validation images for {recipe.epochs} epochs "
-          f"on {device}", file=out, flush=True)
+    print(
+        f"retraining trial {trial.number} on {len(full)} train + validation images for {recipe.epochs} epochs "
+        f"on {device}",
+        file=out,
+        flush=True,
+    )
 
     def progress(result) -> None:
-        print(f"  retrain epoch {result.epoch}/{recipe.epochs}: loss {result.train_loss:.4f}  {result.seconds:.1f}s",
-              file=out, flush=True)
+        print(
+            f"  retrain epoch {result.epoch}/{recipe.epochs}: loss {result.train_loss:.4f}  {result.seconds:.1f}s",
+            file=out,
+            flush=True,
+        )
 
     fit(model, data, recipe, progress)
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -73,7 +83,7 @@ def export(
     store_dir: Path,
     trial_number: int | None = None,
     retrain_on: datasets.SearchData | None = None,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device | str = "cpu",
     score_root: Path | None = None,
     stdout: TextIO | None = None,
 ) -> dict:
@@ -83,6 +93,7 @@ def export(
     search data), a fresh training on train + validation. With ``score_root`` the
     checkpoint is also scored on the dataset's official test split there.
     """
+    device = torch.device(device)
     trial = pick_trial(study, trial_number)
     if retrain_on is not None:
         state = retrain(spec, trial, retrain_on, device, stdout)
@@ -95,23 +106,33 @@ def export(
             )
     recipe = spec.recipe(_params(spec, trial), epochs=1, seed=0)
     checkpoint = ckpt.build(
-        state_dict=state, model_name=trial.user_attrs["model"], model_kwargs=trial.user_attrs["model_kwargs"],
-        spec=spec, study_name=study.study_name, trial=trial, noise_sigma=recipe.noise_sigma,
+        state_dict=state,
+        model_name=trial.user_attrs["model"],
+        model_kwargs=trial.user_attrs["model_kwargs"],
+        spec=spec,
+        study_name=study.study_name,
+        trial=trial,
+        noise_sigma=recipe.noise_sigma,
     )
     if retrain_on is not None:
         checkpoint["retrained_on"] = "train+validation"
     if score_root is not None:
-        value, _ = ckpt.score(checkpoint, ckpt.rebuild(checkpoint), datasets.read(spec.dataset, "test", score_root), device)
+        value, _ = ckpt.score(
+            checkpoint, ckpt.rebuild(checkpoint), datasets.read(spec.dataset, "test", score_root), device
+        )
         checkpoint["metrics"][spec.metric.replace("val_", "test_")] = value
     ckpt.save(checkpoint, out)
-    print(f"wrote {out}: trial {trial.number} of {study.study_name}, "
-          + ", ".join(f"{k} {v:.4f}" for k, v in checkpoint["metrics"].items() if v is not None),
-          file=stdout or sys.stdout)
+    print(
+        f"wrote {out}: trial {trial.number} of {study.study_name}, "
+        + ", ".join(f"{k} {v:.4f}" for k, v in checkpoint["metrics"].items() if v is not None),
+        file=stdout or sys.stdout,
+    )
     return checkpoint
 
 
-def evaluate(path: Path, *, root: Path | None, csv: Path | None, device: torch.device,
-             stdout: TextIO | None = None) -> float:
+def evaluate(
+    path: Path, *, root: Path | None, csv: Path | None, device: torch.device, stdout: TextIO | None = None
+) -> float:
     """Score the checkpoint at ``path`` on its dataset's official test split (or on a CSV of
     the fashion-resnet form) and print the metric and a per-class table."""
     out = stdout or sys.stdout
@@ -119,7 +140,9 @@ def evaluate(path: Path, *, root: Path | None, csv: Path | None, device: torch.d
     model = ckpt.rebuild(checkpoint)
     if csv is not None:
         if datasets.DATASETS[checkpoint["dataset"]].image_shape != (1, 28, 28):
-            raise UsageError(f"--csv holds 1x28x28 images, but {path} was trained on {checkpoint['dataset']}: use --data-dir")
+            raise UsageError(
+                f"--csv holds 1x28x28 images, but {path} was trained on {checkpoint['dataset']}: use --data-dir"
+            )
         raw = datasets.read_csv(csv, num_classes=len(checkpoint["classes"]), classes=checkpoint["classes"])
         source = str(csv)
     else:
@@ -127,7 +150,10 @@ def evaluate(path: Path, *, root: Path | None, csv: Path | None, device: torch.d
         source = f"{checkpoint['dataset']} test split in {root}"
     value, table = ckpt.score(checkpoint, model, raw, device)
     metric = checkpoint.get("metric", "metric").replace("val_", "test_")
-    print(f"{path}: {checkpoint['model']['name']} from trial {checkpoint.get('trial')} of {checkpoint.get('study')}", file=out)
+    print(
+        f"{path}: {checkpoint['model']['name']} from trial {checkpoint.get('trial')} of {checkpoint.get('study')}",
+        file=out,
+    )
     print(f"{metric} {value:.4f} on {len(raw.labels)} images ({source})", file=out)
     width = max(len(name) for name, _, _ in table)
     print(f"{'class'.ljust(width)}  {'n':>6}  {metric}", file=out)

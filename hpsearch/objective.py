@@ -29,8 +29,9 @@ class Trainer(Protocol):
 
     summary: str
 
-    def __call__(self, trial: optuna.Trial, params: dict[str, Any], seed: int, report: Report,
-                 facts: dict[str, Any]) -> float:
+    def __call__(
+        self, trial: optuna.Trial, params: dict[str, Any], seed: int, report: Report, facts: dict[str, Any]
+    ) -> float:
         """Train with ``params`` and ``seed``, calling ``report`` after every epoch; return the
         best epoch's metric. May set user attributes (``model``, ``best_epoch``, ...) and put
         ``model_text`` and ``weights_kept`` into ``facts`` for the note."""
@@ -50,8 +51,11 @@ def make_objective(cfg, trainer: Trainer, progress) -> Callable[[optuna.Trial], 
     spec = cfg.spec
 
     def run_trial(trial: optuna.Trial, facts: dict[str, Any]) -> float:
-        ahead = [t for t in trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-                 if t.number < trial.number]
+        ahead = [
+            t
+            for t in trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+            if t.number < trial.number
+        ]
         if len(ahead) >= cfg.trials:
             raise Surplus(f"surplus: {len(ahead)} earlier trials already fill the study's {cfg.trials}")
         params = spec.space(trial)
@@ -108,7 +112,9 @@ def _note(trial: optuna.Trial, ended: str, facts: dict[str, Any]) -> str:
     if seconds:
         lines.append(f"- epoch time: {sum(seconds) / len(seconds):.2f} s (mean of {len(seconds)} epochs)")
     if "best_epoch" in attrs:
-        lines.append(f"- best epoch: {attrs['best_epoch']}; weights kept: {'yes' if facts.get('weights_kept') else 'no'}")
+        lines.append(
+            f"- best epoch: {attrs['best_epoch']}; weights kept: {'yes' if facts.get('weights_kept') else 'no'}"
+        )
     lines.append(f"- seed: {attrs.get('seed')}")
     if "model_text" in facts:
         lines += ["", "```", facts["model_text"], "```"]

@@ -37,9 +37,11 @@ class Progress:
     def waiting(self, running: int) -> None:
         if not self.said_waiting:
             self.said_waiting = True
-            self.say(f"waiting for {running} trial(s) running elsewhere to finish the study; a trial whose "
-                     f"worker died is failed after {grace_seconds(self.cfg.heartbeat)} s without a heartbeat, "
-                     "then retried here")
+            self.say(
+                f"waiting for {running} trial(s) running elsewhere to finish the study; a trial whose "
+                f"worker died is failed after {grace_seconds(self.cfg.heartbeat)} s without a heartbeat, "
+                "then retried here"
+            )
 
     def start(self, trial: optuna.Trial) -> None:
         self.said_waiting = False
@@ -47,13 +49,17 @@ class Progress:
         self.say(f"trial {trial.number}: {params}")
 
     def epoch(self, trial: optuna.Trial, epoch: int, value: float, train_loss: float, seconds: float) -> None:
-        self.say(f"  trial {trial.number} epoch {epoch}/{self.cfg.epochs}: "
-                 f"{self.cfg.spec.metric} {value:.4f}  loss {train_loss:.4f}  {seconds:.1f}s")
+        self.say(
+            f"  trial {trial.number} epoch {epoch}/{self.cfg.epochs}: "
+            f"{self.cfg.spec.metric} {value:.4f}  loss {train_loss:.4f}  {seconds:.1f}s"
+        )
 
     def trial_done(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """An Optuna callback: the trial's outcome, the best so far and the count."""
         if trial.state == TrialState.COMPLETE:
-            outcome = f"complete, {self.cfg.spec.metric} {trial.value:.4f} (best epoch {trial.user_attrs.get('best_epoch')})"
+            outcome = (
+                f"complete, {self.cfg.spec.metric} {trial.value:.4f} (best epoch {trial.user_attrs.get('best_epoch')})"
+            )
         else:
             unknown = "failed: unknown error" if trial.state == TrialState.FAIL else "pruned"
             outcome = trial.user_attrs.get("ended", unknown)
@@ -62,8 +68,10 @@ class Progress:
         self.say(f"trial {trial.number} {outcome} | {best_text} | {count_finished(study)}/{self.cfg.trials} finished")
 
     def ended_elsewhere(self, trial: FrozenTrial) -> None:
-        self.say(f"trial {trial.number} was ended by another worker while it ran here ({trial.state.name}: "
-                 f"{trial.user_attrs.get('ended', 'no heartbeat from here in time')}); its result here is dropped")
+        self.say(
+            f"trial {trial.number} was ended by another worker while it ran here ({trial.state.name}: "
+            f"{trial.user_attrs.get('ended', 'no heartbeat from here in time')}); its result here is dropped"
+        )
 
     def footer(self, study: optuna.Study) -> None:
         finished = count_finished(study)

@@ -63,7 +63,9 @@ def _page(study: optuna.Study, spec: StudySpec) -> str:
     metric = spec.metric
     bodies = {
         "history": _figure(vis.plot_optimization_history(study, target_name=metric)),
-        "learning-curves": _figure(vis.plot_intermediate_values(study).update_layout(xaxis_title="epoch", yaxis_title=metric)),
+        "learning-curves": _figure(
+            vis.plot_intermediate_values(study).update_layout(xaxis_title="epoch", yaxis_title=metric)
+        ),
         "importances": _importances(study, metric),
         "parallel": _figure(vis.plot_parallel_coordinate(study, target_name=metric)),
         # Optuna gives each parameter's slice 300 px: wide figures scroll instead of squeezing.
@@ -100,7 +102,9 @@ def _header(study: optuna.Study, spec: StudySpec) -> str:
         "trials": f"{len(trials)} ({by_state})",
         "best value": best_text,
     }
-    cells = "".join(f'<tr><th>{k}</th><td class="{k.replace(" ", "-")}">{html.escape(v)}</td></tr>' for k, v in rows.items())
+    cells = "".join(
+        f'<tr><th>{k}</th><td class="{k.replace(" ", "-")}">{html.escape(v)}</td></tr>' for k, v in rows.items()
+    )
     return f"<header><h1>{html.escape(study.study_name)}</h1>\n<table>{cells}</table></header>"
 
 
@@ -119,14 +123,23 @@ def _importances(study: optuna.Study, metric: str) -> str:
     names = {name for t in complete for name in t.params}
     varying = any(len({repr(t.params.get(name)) for t in complete}) > 1 for name in names)
     if len(complete) < 2 or not varying:
-        why = f"{len(complete)} complete trial(s)" if len(complete) < 2 else "no parameter varies across the complete trials"
-        return _note(f"Importances cannot be computed yet: they need at least two complete trials with varying parameters ({why}).")
+        why = (
+            f"{len(complete)} complete trial(s)"
+            if len(complete) < 2
+            else "no parameter varies across the complete trials"
+        )
+        return _note(
+            "Importances cannot be computed yet: they need at least two complete trials with varying parameters "
+            f"({why})."
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PED-ANOVA's "too few trials" warnings; we check the result instead
             raw = optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=False)
             if not raw or sum(raw.values()) <= 0:
-                return _note("Importances cannot be computed yet: with these trials no parameter stands out from the others.")
+                return _note(
+                    "Importances cannot be computed yet: with these trials no parameter stands out from the others."
+                )
             return _figure(vis.plot_param_importances(study, evaluator=evaluator, target_name=metric))
     except (ValueError, RuntimeError) as exc:
         return _note(f"Importances cannot be computed: {exc}")
@@ -139,21 +152,27 @@ def _note(text: str) -> str:
 def _best_vs_baseline(study: optuna.Study, spec: StudySpec) -> str:
     best = _best(study)
     best_params: dict[str, Any] = best.params if best else {}
-    baseline_trial = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                           if "baseline" in t.user_attrs), None)
+    baseline_trial = next(
+        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "baseline" in t.user_attrs), None
+    )
     missing = "—"
 
     def cell(params: dict[str, Any], key: str, other: dict[str, Any]) -> str:
         value = str(params[key]) if key in params else missing
         differs = best and params.get(key, missing) != other.get(key, missing)
-        return f'<td{" class=differs" if differs else ""}>{html.escape(value)}</td>'
+        return f"<td{' class=differs' if differs else ''}>{html.escape(value)}</td>"
 
     names = list(spec.baseline) + [k for k in best_params if k not in spec.baseline]
-    rows = [f"<tr><th>{html.escape(k)}</th>{cell(best_params, k, spec.baseline)}{cell(spec.baseline, k, best_params)}</tr>"
-            for k in names]
+    rows = [
+        f"<tr><th>{html.escape(k)}</th>{cell(best_params, k, spec.baseline)}{cell(spec.baseline, k, best_params)}</tr>"
+        for k in names
+    ]
     values = (f"{best.value:.6g}" if best else missing, f"{baseline_trial.value:.6g}" if baseline_trial else missing)
-    rows.append(f"<tr><th>{html.escape(spec.metric)} in this study</th>"
-                + "".join(f"<td>{v}</td>" for v in values) + "</tr>")
+    rows.append(
+        f"<tr><th>{html.escape(spec.metric)} in this study</th>" + "".join(f"<td>{v}</td>" for v in values) + "</tr>"
+    )
     best_head = f"best trial {best.number}" if best else "best trial (none complete yet)"
-    return (f"<p>Baseline: {html.escape(spec.baseline_source)}. Highlighted cells differ.</p>\n"
-            f"<table><tr><th>parameter</th><th>{best_head}</th><th>baseline</th></tr>{''.join(rows)}</table>")
+    return (
+        f"<p>Baseline: {html.escape(spec.baseline_source)}. Highlighted cells differ.</p>\n"
+        f"<table><tr><th>parameter</th><th>{best_head}</th><th>baseline</th></tr>{''.join(rows)}</table>"
+    )

@@ -87,8 +87,12 @@ def prepare(cfg: RunConfig, device: str | None = None) -> tuple[Trainer, optuna.
     # Each worker seeds its sampler differently, or K workers would propose the same trials.
     seed = None if cfg.seed is None else cfg.seed + cfg.worker
     study = open_study(
-        cfg.spec, cfg.storage_url, cfg.study_name, create=True,
-        sampler=make_sampler(cfg.sampler, seed, cfg.fixed), pruner=make_pruner(cfg.pruner, cfg.epochs),
+        cfg.spec,
+        cfg.storage_url,
+        cfg.study_name,
+        create=True,
+        sampler=make_sampler(cfg.sampler, seed, cfg.fixed),
+        pruner=make_pruner(cfg.pruner, cfg.epochs),
         heartbeat=cfg.heartbeat,
     )
     if not study.get_trials(deepcopy=False):

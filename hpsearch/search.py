@@ -85,8 +85,9 @@ def _loop(cfg, study: optuna.Study, objective, progress) -> None:
             continue
         progress.current = None  # set by the objective once Optuna has given it a trial
         try:
-            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[stop, progress.trial_done],
-                           gc_after_trial=False)
+            study.optimize(
+                objective, n_trials=1, catch=(Exception,), callbacks=[stop, progress.trial_done], gc_after_trial=False
+            )
         except KeyboardInterrupt:
             _requeue(study, progress.current)
             raise
@@ -98,8 +99,10 @@ def _loop(cfg, study: optuna.Study, objective, progress) -> None:
                 raise
             progress.ended_elsewhere(trial)
     if stop.count >= stop.limit:
-        raise StudyAborted(f"{stop.limit} trials in a row failed, the last with: {stop.last}; "
-                           f"the {count_finished(study)} finished trials are stored")
+        raise StudyAborted(
+            f"{stop.limit} trials in a row failed, the last with: {stop.last}; "
+            f"the {count_finished(study)} finished trials are stored"
+        )
     progress.footer(study)
 
 
@@ -135,9 +138,9 @@ def _storage_error_in(exc: BaseException | None) -> BaseException | None:
 @contextlib.contextmanager
 def _expected_failures_said_once():
     """Ctrl-C, SIGTERM, out of memory, a lost database, a trial ended by another worker and a
-    worker giving way for the last place each get one line from hpsearch; keep Optuna's failed-trial warning (with its traceback)
-    and its heartbeat thread's dying traceback for failures nobody expected, where the
-    traceback is the useful part."""
+    worker giving way for the last place each get one line from hpsearch; keep Optuna's
+    failed-trial warning (with its traceback) and its heartbeat thread's dying traceback for
+    failures nobody expected, where the traceback is the useful part."""
     expected = (KeyboardInterrupt, TrialOutOfMemory, Surplus, UpdateFinishedTrialError, *STORAGE_ERRORS)
 
     silenced: set[str] = set()  # "Trial N": Optuna follows the warning with "Trial N failed with value None"

@@ -6,12 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hpsearch.errors import UsageError
 
@@ -80,7 +75,9 @@ def parse_fixed(assignments: list[str], space: Callable[[Any], dict], study: str
         if not sep or not key or not text:
             raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=0.001")
         if key not in dists:
-            raise UsageError(f"--set {item!r}: {study} has no parameter {key!r}; its parameters: {', '.join(sorted(dists))}")
+            raise UsageError(
+                f"--set {item!r}: {study} has no parameter {key!r}; its parameters: {', '.join(sorted(dists))}"
+            )
         fixed[key] = _parse_value(item, key, text, dists[key])
     return fixed
 

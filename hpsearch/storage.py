@@ -46,7 +46,7 @@ def _mask_unparsed(text: str) -> str:
     start = text.find("//")
     start = start + 2 if 0 <= start < at else 0
     colon = text.find(":", start, at)
-    return text if colon < 0 else f"{text[:colon + 1]}***{text[at:]}"
+    return text if colon < 0 else f"{text[: colon + 1]}***{text[at:]}"
 
 
 def grace_seconds(heartbeat: int) -> int:
@@ -101,7 +101,9 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storage
         if parsed.database and parsed.database != ":memory:":
             folder = Path(parsed.database).expanduser().resolve().parent
             if not folder.is_dir():
-                raise UsageError(f"cannot open storage {mask(url)}: folder {folder} does not exist; create it or choose another path")
+                raise UsageError(
+                    f"cannot open storage {mask(url)}: folder {folder} does not exist; create it or choose another path"
+                )
         # isolation_level=None: sqlite3 leaves BEGIN to SQLAlchemy, which the listener below
         # makes BEGIN IMMEDIATE (SQLAlchemy's documented recipe for SQLite transactions).
         engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT, "isolation_level": None}}
@@ -136,11 +138,14 @@ def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: int) -> optuna.storag
                     heartbeat_interval=heartbeat,
                     grace_period=grace_seconds(heartbeat),
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                        max_retry=MAX_RETRY),
+                        max_retry=MAX_RETRY
+                    ),
                 )
         except sqlalchemy.exc.DBAPIError as exc:
             message = str(exc.orig).lower()
-            if attempt + 1 == SCHEMA_RACE_TRIES or not any(w in message for w in ("already exists", "unique", "duplicate")):
+            if attempt + 1 == SCHEMA_RACE_TRIES or not any(
+                w in message for w in ("already exists", "unique", "duplicate")
+            ):
                 raise
         # The failed attempt's engine is reachable only from the traceback just dropped:
         # collect it now, so that its pooled connection closes instead of idling on.

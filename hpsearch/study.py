@@ -30,7 +30,9 @@ def open_study(
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
         if not create:
-            raise UsageError(f"no study {study_name!r} in {mask(storage_url)}; start one with 'hpsearch run {spec.name}'") from None
+            raise UsageError(
+                f"no study {study_name!r} in {mask(storage_url)}; start one with 'hpsearch run {spec.name}'"
+            ) from None
         study_id = None
     if study_id is not None:
         attrs = storage.get_study_user_attrs(study_id)
@@ -42,8 +44,12 @@ def open_study(
                 "choose another --study-name"
             )
     study = optuna.create_study(
-        storage=storage, study_name=study_name, direction=spec.direction,
-        sampler=sampler, pruner=pruner, load_if_exists=True,
+        storage=storage,
+        study_name=study_name,
+        direction=spec.direction,
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
     )
     if study_id is None:
         for key, value in {"hpsearch_study": spec.name, "metric": spec.metric, "dataset": spec.dataset}.items():

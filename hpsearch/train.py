@@ -125,7 +125,9 @@ def augment(x: torch.Tensor, crop_padding: int, hflip: bool, generator: torch.Ge
         dy, dx = torch.randint(0, 2 * p + 1, (2, n, 1), device=device, generator=generator)
         rows = (dy + torch.arange(h, device=device)).view(n, 1, h, 1)
         cols = (dx + torch.arange(w, device=device)).view(n, 1, 1, w)
-        x = padded[torch.arange(n, device=device).view(n, 1, 1, 1), torch.arange(c, device=device).view(1, c, 1, 1), rows, cols]
+        x = padded[
+            torch.arange(n, device=device).view(n, 1, 1, 1), torch.arange(c, device=device).view(1, c, 1, 1), rows, cols
+        ]
         x = x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -135,7 +137,9 @@ def _noise(shape, sigma: float, device, generator: torch.Generator) -> torch.Ten
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: Split, recipe: Recipe, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluate(
+    model: nn.Module, split: Split, recipe: Recipe, batch_size: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The validation metric summed over examples (correct predictions, or per-image MSE
     against the clean image) and the count of non-finite outputs, as device scalars (no
     host sync). The denoising noise is the same at every call, so epochs compare."""
@@ -193,17 +197,15 @@ def _pretrain_autoencoder(model: nn.Module, data: SearchData, recipe: Recipe, ge
     params = list(model.encoder.parameters()) + list(model.decoder.parameters())
     optimizer = _optimizer(replace(recipe, lr=recipe.pretrain_lr), params, data.train.x.device)
     for epoch in range(1, recipe.pretrain_epochs + 1):
-        loss = _train_epoch(model, data.train, recipe, lambda x, y: F.mse_loss(model.reconstruct(x), x),
-                            optimizer, None, generator)
+        loss = _train_epoch(
+            model, data.train, recipe, lambda x, y: F.mse_loss(model.reconstruct(x), x), optimizer, None, generator
+        )
         if not math.isfinite(loss.item()):  # one sync per pre-training epoch
             raise Diverged(epoch, "autoencoder pre-training")
 
 
 def fit(
-    model: nn.Module,
-    data: SearchData,
-    recipe: Recipe,
-    on_epoch: Callable[[EpochResult], None] = lambda r: None,
+    model: nn.Module, data: SearchData, recipe: Recipe, on_epoch: Callable[[EpochResult], None] = lambda r: None
 ) -> FitResult:
     """Train ``model`` (already on the data's device) by ``recipe``; return the best epoch.
 
@@ -222,6 +224,7 @@ def fit(
         _pretrain_autoencoder(model, data, recipe, generator)
 
     if recipe.task == "denoise":
+
         def batch_loss(x, y):
             return F.mse_loss(model(x + _noise(x.shape, recipe.noise_sigma, device, generator)), x)
     else:
@@ -246,7 +249,9 @@ def fit(
         mean_loss, total, non_finite = torch.stack([mean_loss.double(), total, non_finite.double()]).tolist()
         # Some losses stay finite on NaN outputs (multi-margin's max(0, NaN) is 0): check both.
         if not math.isfinite(mean_loss) or non_finite:
-            raise Diverged(epoch, mean_loss if not math.isfinite(mean_loss) else f"{int(non_finite)} non-finite outputs")
+            raise Diverged(
+                epoch, mean_loss if not math.isfinite(mean_loss) else f"{int(non_finite)} non-finite outputs"
+            )
         epoch_result = EpochResult(epoch, mean_loss, total / len(data.val), time.perf_counter() - started)
         result.history.append(epoch_result)
         if (epoch_result.value > result.best_value) if maximize else (epoch_result.value < result.best_value):

@@ -23,7 +23,8 @@ from hpsearch.train import Diverged, fit
 def is_out_of_memory(exc: BaseException) -> bool:
     """CUDA's OutOfMemoryError, or the CPU allocator's failure (a plain RuntimeError)."""
     return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    )
 
 
 def release_memory(device: torch.device) -> None:
@@ -36,13 +37,20 @@ class TorchTrainer:
     def __init__(self, cfg, device: torch.device | str | None = None):
         spec = cfg.spec
         self.cfg, self.device = cfg, torch.device(device) if device else cfg.device
-        self.data = datasets.load(spec.dataset, self.device, cfg.data_root, subset=cfg.subset,
-                                  val_fraction=spec.val_fraction, train_csv=cfg.train_csv,
-                                  standardize=spec.standardize)
+        self.data = datasets.load(
+            spec.dataset,
+            self.device,
+            cfg.data_root,
+            subset=cfg.subset,
+            val_fraction=spec.val_fraction,
+            train_csv=cfg.train_csv,
+            standardize=spec.standardize,
+        )
         self.summary = f"{len(self.data.train)} train / {len(self.data.val)} validation images on {self.device}"
 
-    def __call__(self, trial: optuna.Trial, params: dict[str, Any], seed: int, report: Report,
-                 facts: dict[str, Any]) -> float:
+    def __call__(
+        self, trial: optuna.Trial, params: dict[str, Any], seed: int, report: Report, facts: dict[str, Any]
+    ) -> float:
         try:
             return self._train(trial, params, seed, report, facts)
         except Exception as exc:
@@ -64,14 +72,19 @@ class TorchTrainer:
         trial.set_user_attr("n_params", sum(p.numel() for p in model.parameters()))
         facts["model_text"] = str(model)
         try:
-            result = fit(model, self.data, spec.recipe(params, epochs=cfg.epochs, seed=seed),
-                         lambda r: report(r.epoch, r.value, r.train_loss, r.seconds))
+            result = fit(
+                model,
+                self.data,
+                spec.recipe(params, epochs=cfg.epochs, seed=seed),
+                lambda r: report(r.epoch, r.value, r.train_loss, r.seconds),
+            )
         except Diverged as exc:
             raise optuna.TrialPruned(f"diverged: {exc}") from None
         trial.set_user_attr("best_epoch", result.best_epoch)
         if cfg.keep_weights > 0 and result.best_state is not None:
-            facts["weights_kept"] = weights.offer(trial, result.best_value, result.best_state, self._store,
-                                                  cfg.keep_weights)
+            facts["weights_kept"] = weights.offer(
+                trial, result.best_value, result.best_state, self._store, cfg.keep_weights
+            )
         return result.best_value
 
     @functools.cached_property

@@ -66,8 +66,9 @@ def offer(
         path = Path(tmp) / FILENAME
         torch.save({k: v.cpu() for k, v in state.items()}, path)
         # mimetypes would guess an SNES format for ".pt".
-        upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
-                        mimetype="application/octet-stream")
+        upload_artifact(
+            artifact_store=store, file_path=str(path), study_or_trial=trial, mimetype="application/octet-stream"
+        )
     for _, artifact_id in kept[keep - 1 :]:
         store.remove(artifact_id)
     return True

@@ -37,7 +37,11 @@ def _gpu_ids(device) -> list[str]:
     import torch
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    ids = [i.strip() for i in visible.split(",") if i.strip()] if visible else [str(i) for i in range(torch.cuda.device_count())]
+    ids = (
+        [i.strip() for i in visible.split(",") if i.strip()]
+        if visible
+        else [str(i) for i in range(torch.cuda.device_count())]
+    )
     return ids if len(ids) > 1 else []
 
 
@@ -51,8 +55,11 @@ def launch(cfg: runner.RunConfig, argv: list[str]) -> int:
     runner.prepare(cfg, device="cpu")  # one check of data and storage, one study
     gpus = _gpu_ids(cfg.device)
     threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
-    print(f"starting {cfg.jobs} workers on {'GPUs ' + ','.join(gpus) if gpus else cfg.device or 'the CPU'}, "
-          f"{threads} CPU thread(s) each", flush=True)
+    print(
+        f"starting {cfg.jobs} workers on {'GPUs ' + ','.join(gpus) if gpus else cfg.device or 'the CPU'}, "
+        f"{threads} CPU thread(s) each",
+        flush=True,
+    )
     procs: list[subprocess.Popen] = []
     received: list[int] = []
     sent: set[tuple[int, int]] = set()

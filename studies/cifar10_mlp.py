@@ -13,8 +13,11 @@ def space(trial):
     depth = trial.suggest_int("hidden_layers", 4, MAX_HIDDEN)
     widths = [trial.suggest_int(f"width{i}", 16, 2048, log=True) for i in range(1, depth + 1)]
     # The report's three graded rates: layers 1-2, layers 3-4, layer 5; none deeper.
-    rates = [trial.suggest_float("dropout1", 0.2, 0.7), trial.suggest_float("dropout2", 0.1, 0.5),
-             trial.suggest_float("dropout3", 0.0, 0.4)]
+    rates = [
+        trial.suggest_float("dropout1", 0.2, 0.7),
+        trial.suggest_float("dropout2", 0.1, 0.5),
+        trial.suggest_float("dropout3", 0.0, 0.4),
+    ]
     dropouts = [rates[0], rates[0], rates[1], rates[1], rates[2], 0.0, 0.0][:depth]
     return {
         "widths": widths,
@@ -36,10 +39,27 @@ SPEC = StudySpec(
     max_epochs=160,
     space=space,
     model=lambda p: ("mlp", {"widths": p["widths"], "dropouts": p["dropouts"]}),
-    baseline={"hidden_layers": 6, "width1": 1024, "width2": 512, "width3": 64, "width4": 64, "width5": 32,
-              "width6": 16, "dropout1": 0.6, "dropout2": 0.4, "dropout3": 0.25, "l2_lambda": 0.006,
-              "lr": 7e-4, "beta1": 0.9, "beta2": 0.999, "batch_size": 256},
-    baseline_source="report 003's best: 1024-512-64-64-32-16, dropout 0.6/0.4/0.25, lambda 0.006, Adam 7e-4, batch 256; 58.08 % test",
+    baseline={
+        "hidden_layers": 6,
+        "width1": 1024,
+        "width2": 512,
+        "width3": 64,
+        "width4": 64,
+        "width5": 32,
+        "width6": 16,
+        "dropout1": 0.6,
+        "dropout2": 0.4,
+        "dropout3": 0.25,
+        "l2_lambda": 0.006,
+        "lr": 7e-4,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "batch_size": 256,
+    },
+    baseline_source=(
+        "report 003's best: 1024-512-64-64-32-16, dropout 0.6/0.4/0.25, lambda 0.006, Adam 7e-4, batch 256; "
+        "58.08 % test"
+    ),
     recipe_defaults={"optimizer": "adam", "l2_layers": 3},
     val_fraction=0.2,
 )

@@ -55,9 +55,21 @@ SPEC = StudySpec(
     space=space,
     model=model,
     baseline={
-        "lr": 1e-3, "batch_size": 100, "activation": "leaky_relu", "pooling": "max",
-        "c1": 32, "c2": 64, "c3": 256, "batch_norm": True, "dropout": 0.0,
-        "optimizer": "adam", "loss": "cross_entropy", "l2": False, "step_lr": False,
+        "lr": 1e-3,
+        "batch_size": 100,
+        "activation": "leaky_relu",
+        "pooling": "max",
+        "c1": 32,
+        "c2": 64,
+        "c3": 256,
+        "batch_norm": True,
+        "dropout": 0.0,
+        "optimizer": "adam",
+        "loss": "cross_entropy",
+        "l2": False,
+        "step_lr": False,
     },
-    baseline_source="report 004's best: (32,64,256), max pool, BatchNorm, leaky ReLU, Adam 1e-3, batch 100; 92.07 % test",
+    baseline_source=(
+        "report 004's best: (32,64,256), max pool, BatchNorm, leaky ReLU, Adam 1e-3, batch 100; 92.07 % test"
+    ),
 )

@@ -36,7 +36,9 @@ def model(p):
 
 SPEC = StudySpec(
     name="fashion-resnet",
-    description="Report 001: CNN, ResNet-20 and ResNet-18 on Fashion-MNIST (CSV or torchvision), on-device augmentation",
+    description=(
+        "Report 001: CNN, ResNet-20 and ResNet-18 on Fashion-MNIST (CSV or torchvision), on-device augmentation"
+    ),
     dataset="fashion_mnist",
     model_family="CNN / ResNet-20 / ResNet-18",
     metric="val_accuracy",
@@ -44,8 +46,15 @@ SPEC = StudySpec(
     max_epochs=30,
     space=space,
     model=model,
-    baseline={"model": "resnet18", "lr": 1e-3, "batch_size": 128, "optimizer": "adam",
-              "random_crop": True, "hflip": True, "l2": False},
+    baseline={
+        "model": "resnet18",
+        "lr": 1e-3,
+        "batch_size": 128,
+        "optimizer": "adam",
+        "random_crop": True,
+        "hflip": True,
+        "l2": False,
+    },
     baseline_source="report 001's pick: ResNet-18 (3x3 stem), batch 128, Adam 1e-3, crop + flip, 30 epochs",
     val_fraction=0.2,
 )

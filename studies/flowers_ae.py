@@ -35,8 +35,16 @@ SPEC = StudySpec(
     max_epochs=30,
     space=space,
     model=lambda p: ("flowers_ae", {"batch_norm": p["batch_norm"]}),
-    baseline={"batch_norm": True, "pretrain_epochs": 30, "pretrain_lr": 1e-3, "lr": 1e-3, "batch_size": 64,
-              "hflip": False, "random_crop": False, "l2": False},
+    baseline={
+        "batch_norm": True,
+        "pretrain_epochs": 30,
+        "pretrain_lr": 1e-3,
+        "lr": 1e-3,
+        "batch_size": 64,
+        "hflip": False,
+        "random_crop": False,
+        "l2": False,
+    },
     baseline_source="report 000's best: 30 + 30 epochs, lr 1e-3 both stages, BatchNorm, batch 64; 23.45 % test",
     recipe_defaults={"optimizer": "adam"},
     # The decoder ends in ReLU, as in the report: it reconstructs [0, 1] pixels, not standardised ones.

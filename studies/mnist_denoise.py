@@ -44,7 +44,9 @@ SPEC = StudySpec(
     space=space,
     model=model,
     baseline={"arch": "conv", "lr": 1e-3, "batch_size": 100, "conv_width": 16},
-    baseline_source="report 002's best: the convolutional autoencoder (16-32-64-128-256), Adam; training MSE about 0.010",
+    baseline_source=(
+        "report 002's best: the convolutional autoencoder (16-32-64-128-256), Adam; training MSE about 0.010"
+    ),
     recipe_defaults={"task": "denoise", "noise_sigma": 0.1, "optimizer": "adam"},
     standardize=False,
 )

@@ -1,12 +1,9 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from pgserver import Unavailable, throwaway_postgres  # noqa: E402
-from synthetic import write_fashion_mnist  # noqa: E402
+from pgserver import Unavailable, throwaway_postgres
+from synthetic import write_fashion_mnist
 
 # --- The training device: HPSEARCH_TEST_DEVICE=cpu (default) or cuda -----------------------
 #
@@ -36,7 +33,8 @@ def pytest_configure(config):
         raise pytest.UsageError(
             f"{TEST_DEVICE_ENV}=cuda, but torch {torch.__version__} sees no CUDA GPU here "
             f"(built for CUDA {torch.version.cuda}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
-            f"unset {TEST_DEVICE_ENV} to test on the CPU")
+            f"unset {TEST_DEVICE_ENV} to test on the CPU"
+        )
 
 
 def pytest_report_header(config):

@@ -46,8 +46,9 @@ class PostgresServer:
     def connect(self, dbname: str = "postgres"):
         import psycopg
 
-        return psycopg.connect(host="127.0.0.1", port=self.port, user="hp", password=self.password,
-                               dbname=dbname, autocommit=True)
+        return psycopg.connect(
+            host="127.0.0.1", port=self.port, user="hp", password=self.password, dbname=dbname, autocommit=True
+        )
 
     def new_database(self, prefix: str = "t") -> str:
         self._count += 1
@@ -59,14 +60,17 @@ class PostgresServer:
     def connections(self) -> int:
         """Client connections open on the server now (this query's own not counted)."""
         with self.connect() as conn:
-            return conn.execute("SELECT count(*) - 1 FROM pg_stat_activity WHERE backend_type = 'client backend'"
-                                ).fetchone()[0]
+            return conn.execute(
+                "SELECT count(*) - 1 FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            ).fetchone()[0]
 
 
 def _postgres_bin() -> Path | None:
     """Debian keeps initdb and pg_ctl off PATH, under /usr/lib/postgresql/<version>/bin/."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
-                   key=lambda p: [int(x) if x.isdigit() else 0 for x in Path(p).parent.parent.name.split(".")])
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+        key=lambda p: [int(x) if x.isdigit() else 0 for x in Path(p).parent.parent.name.split(".")],
+    )
     for pg_ctl in reversed(found):
         if (Path(pg_ctl).parent / "initdb").is_file():
             return Path(pg_ctl).parent
@@ -84,8 +88,10 @@ def throwaway_postgres(max_connections: int = 100) -> Iterator[PostgresServer]:
         raise Unavailable("psycopg (the PostgreSQL driver of postgresql+psycopg:// URLs) is not installed") from None
     bindir = _postgres_bin()
     if bindir is None:
-        raise Unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin "
-                          "or on PATH: install them with 'apt-get install postgresql' (.ci/run does)")
+        raise Unavailable(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin "
+            "or on PATH: install them with 'apt-get install postgresql' (.ci/run does)"
+        )
     as_user: list[str] = []
     owner = None
     if os.getuid() == 0:
@@ -94,7 +100,9 @@ def throwaway_postgres(max_connections: int = 100) -> Iterator[PostgresServer]:
         try:
             owner = pwd.getpwnam("postgres")
         except KeyError:
-            raise Unavailable("running as root and there is no 'postgres' user to run the PostgreSQL server as") from None
+            raise Unavailable(
+                "running as root and there is no 'postgres' user to run the PostgreSQL server as"
+            ) from None
         as_user = ["runuser", "-u", "postgres", "--"]
 
     root = Path(tempfile.mkdtemp(prefix="hpsearch-pg-"))  # short: the socket path must fit 107 bytes
@@ -110,8 +118,15 @@ def throwaway_postgres(max_connections: int = 100) -> Iterator[PostgresServer]:
     data, log = root / "data", root / "server.log"
 
     def pg(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*as_user, *args], cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=120)
+        return subprocess.run(
+            [*as_user, *args],
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=120,
+        )
 
     def fail(step: str, proc: subprocess.CompletedProcess):
         server_log = log.read_text(errors="replace") if log.exists() else ""
@@ -119,16 +134,30 @@ def throwaway_postgres(max_connections: int = 100) -> Iterator[PostgresServer]:
 
     def pg_ctl(action: str) -> None:
         # pg_ctl -l sends the server's output to the log, so no pipe stays open behind it.
-        options = ["-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                         f"-c max_connections={max_connections}", "-l", str(log)]
-        proc = pg(str(bindir / "pg_ctl"), "-D", str(data), *(options if action == "start" else ["-m", "fast"]),
-                  "-w", action)
+        options = [
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections={max_connections}",
+            "-l",
+            str(log),
+        ]
+        proc = pg(
+            str(bindir / "pg_ctl"), "-D", str(data), *(options if action == "start" else ["-m", "fast"]), "-w", action
+        )
         if proc.returncode != 0:
             fail(f"pg_ctl {action}", proc)
 
     try:
-        proc = pg(str(bindir / "initdb"), "-D", str(data), "-U", "hp", "--auth=md5", f"--pwfile={pwfile}",
-                  "--encoding=UTF8", "--no-sync")
+        proc = pg(
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "hp",
+            "--auth=md5",
+            f"--pwfile={pwfile}",
+            "--encoding=UTF8",
+            "--no-sync",
+        )
         if proc.returncode != 0:
             fail("initdb", proc)
         pg_ctl("start")

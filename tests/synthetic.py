@@ -90,7 +90,7 @@ def write_cifar10_pickles(root: Path, n_train: int = 250, n_test: int = 50) -> d
         images, labels = _rgb(gray), labels.astype(np.int64)
         written[split] = (images, labels)
         names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-        for name, idx in zip(names, np.array_split(np.arange(n), len(names))):
+        for name, idx in zip(names, np.array_split(np.arange(n), len(names)), strict=True):
             batch = {"batch_label": name, "data": images[idx].reshape(len(idx), -1), "labels": labels[idx].tolist()}
             (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
     meta = {"label_names": CIFAR10_CLASSES, "num_cases_per_batch": max(1, n_train // 5), "num_vis": 3072}
@@ -117,7 +117,7 @@ def write_image_folder(
     for split, n, seed in (("train", n_per_class, 4), ("test", n_test_per_class or n_per_class, 5)):
         labels = np.repeat(np.arange(10), n)  # class by class, as ImageFolder lists them
         images = _rgb(_bar_images(labels, np.random.default_rng(seed), size, size, 10))
-        for i, (image, label) in enumerate(zip(images, labels)):
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
             _write_jpeg(root / split / CIFAR10_CLASSES[label] / f"{i % n:04d}.jpg", image)
         written[split] = (images, labels.astype(np.int64))
     return written
@@ -155,7 +155,7 @@ def write_flowers102(
         _write_jpeg(base / "jpg" / f"image_{i + 1:05d}.jpg", image)
         images_by_id[i + 1] = image
     setids = {}
-    for split, key, labels in zip(("train", "val", "test"), ("trnid", "valid", "tstid"), per_split):
+    for split, key, labels in zip(("train", "val", "test"), ("trnid", "valid", "tstid"), per_split, strict=True):
         split_ids = ids[start : start + len(labels)]
         start += len(labels)
         setids[key] = split_ids[None].astype(np.uint16)

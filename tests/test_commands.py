@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import optuna
+from invoke import hpsearch
 
 from hpsearch.cli import main
 
@@ -18,8 +19,22 @@ def test_list_names_every_study_with_its_dataset_metric_and_direction(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:2] == ["study", "dataset"]
     rows = {line.split()[0]: line for line in out[1:]}
-    assert sorted(rows) == ["cifar10-mlp", "fashion-fc", "fashion-lenet", "fashion-resnet", "flowers-ae", "mnist-denoise"]
-    assert rows["fashion-lenet"].split() == ["fashion-lenet", "fashion_mnist", "LeNet-5", "val_accuracy", "maximize", "20"]
+    assert sorted(rows) == [
+        "cifar10-mlp",
+        "fashion-fc",
+        "fashion-lenet",
+        "fashion-resnet",
+        "flowers-ae",
+        "mnist-denoise",
+    ]
+    assert rows["fashion-lenet"].split() == [
+        "fashion-lenet",
+        "fashion_mnist",
+        "LeNet-5",
+        "val_accuracy",
+        "maximize",
+        "20",
+    ]
     assert rows["mnist-denoise"].split()[-3:] == ["val_mse", "minimize", "20"]
 
 
@@ -29,15 +44,32 @@ def test_help_lists_every_option(capsys):
     except SystemExit as exit_:
         assert exit_.code == 0
     out = capsys.readouterr().out
-    for option in ("--trials", "--storage", "--study-name", "--epochs", "--sampler", "--pruner", "--seed",
-                   "--device", "--data-dir", "--subset", "--timeout", "--set", "--train-csv"):
+    for option in (
+        "--trials",
+        "--storage",
+        "--study-name",
+        "--epochs",
+        "--sampler",
+        "--pruner",
+        "--seed",
+        "--device",
+        "--data-dir",
+        "--subset",
+        "--timeout",
+        "--set",
+        "--train-csv",
+    ):
         assert option in out
 
 
 def test_show_summarises_the_stored_study(fashion_root, tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    assert main(["run", "fashion-lenet", "--trials", "3", "--epochs", "1", "--subset", "300", "--seed", "1",
-                 "--storage", url, "--data-dir", str(fashion_root)]) == 0
+    assert (
+        hpsearch(
+            "run fashion-lenet --trials 3 --epochs 1 --subset 300 --seed 1 --storage", url, "--data-dir", fashion_root
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["show", "fashion-lenet", "--storage", url]) == 0
     out = capsys.readouterr().out
@@ -54,18 +86,42 @@ def test_a_plain_install_works_outside_the_checkout(tmp_path):
     """`pip install .` (not editable) ships the engine, the studies and the models."""
     # A copy, because pip builds in the source tree and would leave build/ in the checkout.
     source = tmp_path / "source"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "*.db",
-                                                                "__pycache__", ".pytest_cache", "data", ".device"))
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "build", "*.egg-info", "*.db", "__pycache__", ".pytest_cache", "data", ".device"
+        ),
+    )
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(source)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            *"-m pip install --quiet --no-deps --no-build-isolation --target".split(),
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert not (target / "tests").exists()
     # Dependencies installed with --target (as on the GPU machine) stay on the path; the checkout does not.
     kept = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != REPO]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), *kept])}
-    proc = subprocess.run([sys.executable, "-c", "import hpsearch, studies, models, sys; "
-                           "print(hpsearch.__file__); sys.exit(__import__('hpsearch.cli').cli.main(['list']))"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import hpsearch, studies, models, sys; "
+            "print(hpsearch.__file__); sys.exit(__import__('hpsearch.cli').cli.main(['list']))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0].startswith(str(target))
     assert "fashion-lenet" in proc.stdout

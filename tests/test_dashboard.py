@@ -17,15 +17,16 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from browser import render
+from invoke import hpsearch
 from optuna.artifacts import get_all_artifact_meta
 from PIL import Image
+from processes import interruptible
 
 from hpsearch import dashboard, storage, weights
 from hpsearch.cli import main
 from hpsearch.errors import UsageError
-from processes import interruptible
 
-CHROMIUM = Path("/usr/bin/chromium")
 STARTUP_S = 60  # bound on a server coming up (about 5 s on 2 CPU cores: imports)
 
 
@@ -50,8 +51,14 @@ class Dashboard:
         folder.mkdir(parents=True, exist_ok=True)
         self.stdout, self.stderr = folder / "stdout.txt", folder / "stderr.txt"
         with open(self.stdout, "wb") as out, open(self.stderr, "wb") as err:
-            self.process = subprocess.Popen([sys.executable, "-m", "hpsearch", "dashboard", *args], cwd=folder,
-                                            env=command_env(), stdout=out, stderr=err, preexec_fn=interruptible)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "hpsearch", "dashboard", *args],
+                cwd=folder,
+                env=command_env(),
+                stdout=out,
+                stderr=err,
+                preexec_fn=interruptible,
+            )
 
     def wait_until_serving(self, port: int) -> None:
         deadline = time.monotonic() + STARTUP_S
@@ -91,8 +98,15 @@ def study_url(fashion_root, tmp_path_factory) -> str:
         mp.setenv("HPSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         mp.delenv("HPSEARCH_STORAGE", raising=False)
         mp.delenv("HPSEARCH_ARTIFACTS", raising=False)
-        assert main(["run", "fashion-lenet", "--trials", "3", "--epochs", "1", "--subset", "300", "--seed", "0",
-                     "--storage", url, "--data-dir", str(fashion_root)]) == 0
+        assert (
+            hpsearch(
+                "run fashion-lenet --trials 3 --epochs 1 --subset 300 --seed 0 --storage",
+                url,
+                "--data-dir",
+                fashion_root,
+            )
+            == 0
+        )
     return url
 
 
@@ -129,7 +143,8 @@ def test_api_serves_the_study_its_trials_and_the_best_trials_weights(server, stu
         got = served[trial.number]
         assert got["state"] == trial.state.name.capitalize()  # "Complete" / "Pruned"
         assert {p["name"]: p["param_external_value"] for p in got["params"]} == {
-            k: str(v) for k, v in trial.params.items()}
+            k: str(v) for k, v in trial.params.items()
+        }
         assert got["values"] == [trial.value]
         stored = [m.filename for m in get_all_artifact_meta(trial, storage=study._storage)]
         assert [a["filename"] for a in got["artifacts"]] == stored
@@ -141,8 +156,9 @@ def test_api_serves_the_study_its_trials_and_the_best_trials_weights(server, stu
 
     # The file behind the listed artifact is the one `hpsearch run` kept: same store, same tensors.
     trial_id = served[best.number]["trial_id"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/artifacts/{study_id}/{trial_id}/"
-                                f"{artifacts[0]['artifact_id']}", timeout=30) as response:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{server.port}/artifacts/{study_id}/{trial_id}/{artifacts[0]['artifact_id']}", timeout=30
+    ) as response:
         downloaded = torch.load(io.BytesIO(response.read()), map_location="cpu", weights_only=True)
     kept = weights.stored_weights(study, best, storage.artifact_store(storage.artifacts_dir(study_url)))
     assert kept is not None and downloaded.keys() == kept.keys()
@@ -154,9 +170,14 @@ def test_a_taken_port_ends_in_one_line_and_status_2(study_url, tmp_path):
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = held.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "hpsearch", "dashboard", "--storage", study_url,
-                               "--port", str(port)], cwd=tmp_path, env=command_env(),
-                              capture_output=True, text=True, timeout=STARTUP_S)
+        done = subprocess.run(
+            [sys.executable, "-m", "hpsearch", "dashboard", "--storage", study_url, "--port", str(port)],
+            cwd=tmp_path,
+            env=command_env(),
+            capture_output=True,
+            text=True,
+            timeout=STARTUP_S,
+        )
     assert done.returncode == 2
     assert done.stdout == ""  # nothing announced that is not served
     lines = done.stderr.splitlines()
@@ -165,8 +186,14 @@ def test_a_taken_port_ends_in_one_line_and_status_2(study_url, tmp_path):
 
 
 def test_help_says_the_default_bind_is_loopback(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "hpsearch", "dashboard", "--help"], cwd=tmp_path,
-                          env=command_env(), capture_output=True, text=True, timeout=STARTUP_S)
+    done = subprocess.run(
+        [sys.executable, "-m", "hpsearch", "dashboard", "--help"],
+        cwd=tmp_path,
+        env=command_env(),
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_S,
+    )
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
     assert re.search(r"--host HOST address to bind \(default: 127\.0\.0\.1\b", text), text
@@ -233,20 +260,14 @@ def test_bad_storage_or_study_name_is_one_line_before_serving(tmp_path, capsys):
 
 
 def test_chromium_renders_the_trials_page(server, study, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip("Chromium absent: install it with 'apt-get install -y chromium' (.ci/run does)")
     study_id = study._study_id
     png = tmp_path / "dashboard.png"
-    dom = subprocess.run(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1900", "--virtual-time-budget=15000",
-         f"--screenshot={png}", "--dump-dom", f"http://127.0.0.1:{server.port}/dashboard/studies/{study_id}/trials"],
-        capture_output=True, text=True, timeout=120,
-    ).stdout
+    page = f"http://127.0.0.1:{server.port}/dashboard/studies/{study_id}/trials"
+    dom = render(page, png, width=1400, height=1900, wait_ms=15000)
     # The page's text once React rendered it from the API: nothing of this is in the HTML shell.
-    text = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(
-        r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S))))
+    text = html.unescape(
+        re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)))
+    )
     assert f"fashion-lenet (id={study_id})" in text, text[:500]
     assert "3 Trials" in text
     for trial in study.trials:
@@ -265,11 +286,21 @@ def test_chromium_renders_the_trials_page(server, study, tmp_path):
 
 
 def test_the_dashboard_serves_a_postgresql_study(fashion_root, postgres_url, tmp_path):
-    assert main(["run", "fashion-lenet", "--trials", "2", "--epochs", "1", "--subset", "300", "--seed", "0",
-                 "--storage", postgres_url, "--artifacts", str(tmp_path / "weights"), "--data-dir", str(fashion_root)]) == 0
+    assert (
+        hpsearch(
+            "run fashion-lenet --trials 2 --epochs 1 --subset 300 --seed 0 --storage",
+            postgres_url,
+            "--artifacts",
+            tmp_path / "weights",
+            "--data-dir",
+            fashion_root,
+        )
+        == 0
+    )
     port = free_port()
-    running = Dashboard(["--storage", postgres_url, "--artifacts", str(tmp_path / "weights"), "--port", str(port)],
-                        tmp_path / "server")
+    running = Dashboard(
+        ["--storage", postgres_url, "--artifacts", str(tmp_path / "weights"), "--port", str(port)], tmp_path / "server"
+    )
     try:
         running.wait_until_serving(port)
         studies = get_json(port, "/api/studies")["study_summaries"]

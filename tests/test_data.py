@@ -1,8 +1,8 @@
 import numpy as np
 import torch
+from synthetic import learnable_images
 
 from hpsearch import data
-from synthetic import learnable_images
 
 
 def test_idx_gz_files_are_read_by_torchvision_reader_and_extracted_into_the_cache(fashion_root, tmp_path, monkeypatch):
@@ -30,7 +30,9 @@ def test_search_split_holds_out_a_fixed_sixth_and_never_touches_test(fashion_roo
     assert again is loaded  # loaded once per process
 
     train = data.read("fashion_mnist", "train", fashion_root)
-    normalised = data.normalize(train.images.to(device), data.DATASETS["fashion_mnist"].mean, data.DATASETS["fashion_mnist"].std)
+    normalised = data.normalize(
+        train.images.to(device), data.DATASETS["fashion_mnist"].mean, data.DATASETS["fashion_mnist"].std
+    )
     rows = {tuple(x.flatten().tolist()[:40]) for x in normalised}
     # Every validation and training image comes from the official training split.
     assert all(tuple(x.flatten().tolist()[:40]) in rows for x in loaded.val.x)

@@ -9,9 +9,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from hpsearch import data, locations
-from hpsearch.errors import UsageError
 from synthetic import (
     CIFAR10_CLASSES,
     learnable_images,
@@ -21,6 +18,9 @@ from synthetic import (
     write_image_folder,
     write_mnist,
 )
+
+from hpsearch import data, locations
+from hpsearch.errors import UsageError
 
 CPU = torch.device("cpu")
 # conftest gives every test a fresh HPSEARCH_CACHE_DIR; the real-data test reuses the user's.

@@ -11,14 +11,15 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from invoke import hpsearch
 from optuna.trial import TrialState
 from optuna_dashboard._note import get_note_from_system_attrs
+from synthetic import learnable_images, write_fashion_mnist, write_idx_gz
 
 from hpsearch import checkpoint as ckpt
 from hpsearch.cli import main
-from synthetic import learnable_images, write_fashion_mnist, write_idx_gz
 
-FAST = ["--set", "c1=4", "--set", "c2=8", "--set", "c3=32", "--set", "batch_size=64"]
+FAST = [*"--set c1=4 --set c2=8 --set c3=32 --set batch_size=64".split()]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +40,16 @@ def searched(noisy_fashion, tmp_path_factory):
     """A study of 4 complete trials that kept the weights of its best 2."""
     work = tmp_path_factory.mktemp("study")
     url = f"sqlite:///{work / 'hp.db'}"
-    assert main(["run", "fashion-lenet", "--trials", "4", "--epochs", "2", "--pruner", "none", "--seed", "0",
-                 "--keep-weights", "2", "--storage", url, "--data-dir", str(noisy_fashion), *FAST]) == 0
+    assert (
+        hpsearch(
+            "run fashion-lenet --trials 4 --epochs 2 --pruner none --seed 0 --keep-weights 2 --storage",
+            url,
+            "--data-dir",
+            noisy_fashion,
+            *FAST,
+        )
+        == 0
+    )
     return work, url, optuna.load_study(study_name="fashion-lenet", storage=url)
 
 
@@ -70,8 +79,7 @@ def test_each_trial_has_a_dashboard_note(searched):
 def test_export_then_evaluate_in_a_fresh_process_gives_the_stored_metric(searched, noisy_fashion, tmp_path):
     work, url, study = searched
     out = tmp_path / "best.pt"
-    assert main(["export", "fashion-lenet", "--out", str(out), "--score", "--storage", url,
-                 "--data-dir", str(noisy_fashion)]) == 0
+    assert hpsearch("export fashion-lenet --out", out, "--score", "--storage", url, "--data-dir", noisy_fashion) == 0
     saved = torch.load(out, weights_only=True)  # plain data: no pickled code needed
     best = study.best_trial
     assert saved["trial"] == best.number and saved["params"] == best.params
@@ -82,26 +90,43 @@ def test_export_then_evaluate_in_a_fresh_process_gives_the_stored_metric(searche
     stored_test = saved["metrics"]["test_accuracy"]
     assert 0.2 < stored_test < 0.95  # 30 % of the test labels are wrong
 
-    proc = subprocess.run([sys.executable, "-m", "hpsearch", "evaluate", str(out), "--data-dir", str(noisy_fashion)],
-                          capture_output=True, text=True, env=os.environ, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpsearch", "evaluate", str(out), "--data-dir", str(noisy_fashion)],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     printed = float(re.search(r"test_accuracy ([0-9.]+) on 100 images", proc.stdout).group(1))
     assert printed == pytest.approx(stored_test, abs=5e-5)
-    assert len(re.findall(r"^(T-shirt/top|Trouser|Pullover|Dress|Coat|Sandal|Shirt|Sneaker|Bag|Ankle boot) ",
-                          proc.stdout, re.M)) == 10
+    assert (
+        len(
+            re.findall(
+                r"^(T-shirt/top|Trouser|Pullover|Dress|Coat|Sandal|Shirt|Sneaker|Bag|Ankle boot) ", proc.stdout, re.M
+            )
+        )
+        == 10
+    )
 
 
 def test_evaluate_on_a_csv_of_the_test_images(searched, noisy_fashion, tmp_path, capsys):
     work, url, study = searched
     out = tmp_path / "best.pt"
-    assert main(["export", "fashion-lenet", "--out", str(out), "--score", "--storage", url,
-                 "--data-dir", str(noisy_fashion)]) == 0
+    assert hpsearch("export fashion-lenet --out", out, "--score", "--storage", url, "--data-dir", noisy_fashion) == 0
     from hpsearch import data
 
     test = data.read("fashion_mnist", "test", noisy_fashion)
     rows = np.concatenate([test.labels.numpy()[:, None], test.images.reshape(len(test.labels), -1).numpy()], 1)
-    np.savetxt(tmp_path / "test.csv", rows, fmt="%d", delimiter=",", header="label," + ",".join(f"p{i}" for i in range(784)),
-               comments="")
+    np.savetxt(
+        tmp_path / "test.csv",
+        rows,
+        fmt="%d",
+        delimiter=",",
+        header="label," + ",".join(f"p{i}" for i in range(784)),
+        comments="",
+    )
     capsys.readouterr()
     assert main(["evaluate", str(out), "--csv", str(tmp_path / "test.csv")]) == 0
     printed = float(re.search(r"test_accuracy ([0-9.]+)", capsys.readouterr().out).group(1))
@@ -114,8 +139,20 @@ def test_a_trial_without_kept_weights_needs_retrain(searched, noisy_fashion, tmp
     out = tmp_path / "worst.pt"
     assert main(["export", "fashion-lenet", "--trial", str(worst.number), "--out", str(out), "--storage", url]) == 2
     assert "--retrain" in capsys.readouterr().err and not out.exists()
-    assert main(["export", "fashion-lenet", "--trial", str(worst.number), "--out", str(out), "--retrain",
-                 "--storage", url, "--data-dir", str(noisy_fashion)]) == 0
+    assert (
+        hpsearch(
+            "export fashion-lenet --trial",
+            worst.number,
+            "--out",
+            out,
+            "--retrain",
+            "--storage",
+            url,
+            "--data-dir",
+            noisy_fashion,
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     epochs = worst.user_attrs["best_epoch"]
     assert f"retraining trial {worst.number} on " in printed and f"retrain epoch {epochs}/{epochs}: loss" in printed

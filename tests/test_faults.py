@@ -18,11 +18,11 @@ import pytest
 import sqlalchemy
 import torch
 from optuna.trial import TrialState
+from processes import interruptible
+from synthetic import write_fashion_mnist
 
 import models
 from hpsearch.cli import main
-from processes import interruptible
-from synthetic import write_fashion_mnist
 
 STUDY = "fashion-lenet"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -42,10 +42,20 @@ def any_storage(request, tmp_path):
 
 
 def command(url, data_root, tmp_path, trials):
-    return [sys.executable, "-m", "hpsearch", "run", STUDY, "--trials", str(trials), "--epochs", "4",
-            "--pruner", "none", "--seed", "0", "--heartbeat", "1", "--storage", url,
-            "--artifacts", str(tmp_path / "artifacts"), "--data-dir", str(data_root),
-            "--set", "c1=6", "--set", "c2=16", "--set", "c3=64", "--set", "batch_size=32"]
+    return [
+        sys.executable,
+        *"-m hpsearch run".split(),
+        STUDY,
+        "--trials",
+        str(trials),
+        *"--epochs 4 --pruner none --seed 0 --heartbeat 1 --storage".split(),
+        url,
+        "--artifacts",
+        str(tmp_path / "artifacts"),
+        "--data-dir",
+        str(data_root),
+        *"--set c1=6 --set c2=16 --set c3=64 --set batch_size=32".split(),
+    ]
 
 
 def child_env() -> dict:
@@ -69,9 +79,14 @@ def trial_rows(url):
     engine = sqlalchemy.create_engine(url)
     try:
         with engine.connect() as conn:
-            return tuple(conn.execute(sqlalchemy.text(
-                "SELECT t.number, t.state, (SELECT count(*) FROM trial_intermediate_values v "
-                "WHERE v.trial_id = t.trial_id) FROM trials t ORDER BY t.number")))
+            return tuple(
+                conn.execute(
+                    sqlalchemy.text(
+                        "SELECT t.number, t.state, (SELECT count(*) FROM trial_intermediate_values v "
+                        "WHERE v.trial_id = t.trial_id) FROM trials t ORDER BY t.number"
+                    )
+                )
+            )
     except sqlalchemy.exc.SQLAlchemyError:
         return ()
     finally:
@@ -114,10 +129,13 @@ def assert_completed_to_n(url, n, before):
 
 def observed(trials, **extra):
     """One line for docs/reliability.md (shown by pytest -rP)."""
-    counts = {"finished": sum(t.state in FINISHED for t in trials),
-              "failed": sum(t.state == TrialState.FAIL for t in trials),
-              "retried": sum("failed_trial" in t.system_attrs for t in trials),
-              "running": sum(t.state == TrialState.RUNNING for t in trials), **extra}
+    counts = {
+        "finished": sum(t.state in FINISHED for t in trials),
+        "failed": sum(t.state == TrialState.FAIL for t in trials),
+        "retried": sum("failed_trial" in t.system_attrs for t in trials),
+        "running": sum(t.state == TrialState.RUNNING for t in trials),
+        **extra,
+    }
     print("observed: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
@@ -140,8 +158,9 @@ def test_kill_9_mid_trial_fails_and_retries_it_and_still_finishes_exactly_n(any_
     assert retried[0].params == trials[victim].params
 
 
-@pytest.mark.parametrize("signum, status, word", [(signal.SIGINT, 130, "interrupted"),
-                                                  (signal.SIGTERM, 143, "terminated")])
+@pytest.mark.parametrize(
+    "signum, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
 def test_a_signal_mid_trial_exits_in_seconds_and_a_rerun_continues_to_n(signum, status, word, slow_fashion, tmp_path):
     url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
     cmd = command(url, slow_fashion, tmp_path, trials=2)
@@ -152,8 +171,9 @@ def test_a_signal_mid_trial_exits_in_seconds_and_a_rerun_continues_to_n(signum, 
     out, err = proc.communicate(timeout=60)
     print(f"observed: exit {proc.returncode} {time.monotonic() - sent:.1f} s after the signal")
     assert proc.returncode == status, err
-    assert err.strip().splitlines() == [f"hpsearch: {word}; finished trials are stored, "
-                                        "run the same command again to continue"]
+    assert err.strip().splitlines() == [
+        f"hpsearch: {word}; finished trials are stored, run the same command again to continue"
+    ]
     trials = {t.number: t for t in load(url)}
     assert trials[victim].state == TrialState.FAIL and trials[victim].user_attrs["ended"] == "interrupted"
     # Stopped at once, not when the trial ended: at most the epoch under way when the signal
@@ -185,9 +205,12 @@ def test_sigterm_reaches_every_worker_of_jobs(slow_fashion, tmp_path):
 
 
 @pytest.mark.parametrize("failure", ["cpu allocator", "cuda"])
-def test_out_of_memory_fails_the_trial_frees_it_and_the_next_trial_runs(failure, fashion_root, tmp_path, monkeypatch, capsys):
+def test_out_of_memory_fails_the_trial_frees_it_and_the_next_trial_runs(
+    failure, fashion_root, tmp_path, monkeypatch, capsys
+):
     """Trial 1's model asks for more memory than exists: on the CPU, a real allocation of
     1 EiB that the allocator refuses; for CUDA, the error type CUDA raises."""
+
     class MemoryHog(torch.nn.Module):
         def __init__(self, inner):
             super().__init__()
@@ -212,12 +235,23 @@ def test_out_of_memory_fails_the_trial_frees_it_and_the_next_trial_runs(failure,
 
     monkeypatch.setattr(models, "create", create)
     url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
-    assert main(["run", STUDY, "--trials", "3", "--epochs", "2", "--pruner", "none", "--storage", url,
-                 "--data-dir", str(fashion_root), "--set", "c1=4", "--set", "c2=8", "--set", "c3=32",
-                 *(["--device", "cpu"] if failure == "cpu allocator" else [])]) == 0  # the host allocator's own error
+    assert (
+        main(
+            [
+                "run",
+                STUDY,
+                *"--trials 3 --epochs 2 --pruner none --storage".split(),
+                url,
+                "--data-dir",
+                str(fashion_root),
+                *"--set c1=4 --set c2=8 --set c3=32".split(),
+                *(["--device", "cpu"] if failure == "cpu allocator" else []),
+            ]
+        )
+        == 0
+    )  # the host allocator's own error
     trials = load(url)
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE,
-                                         TrialState.COMPLETE]
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     ended = trials[1].user_attrs["ended"]
     assert ended.startswith("failed: out of memory: ")
     assert ("can't allocate memory" if failure == "cpu allocator" else "CUDA out of memory") in ended
@@ -227,7 +261,8 @@ def test_out_of_memory_fails_the_trial_frees_it_and_the_next_trial_runs(failure,
 
 
 def test_postgresql_going_away_mid_run_is_one_line_and_a_rerun_after_it_returns_finishes(
-        postgres_server, postgres_url, slow_fashion, tmp_path):
+    postgres_server, postgres_url, slow_fashion, tmp_path
+):
     cmd = command(postgres_url, slow_fashion, tmp_path, trials=2)
     proc = start(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_mid_trial(proc, postgres_url)
@@ -254,4 +289,5 @@ def test_postgresql_going_away_mid_run_is_one_line_and_a_rerun_after_it_returns_
     failed = [t for t in trials.values() if t.state == TrialState.FAIL]
     assert len(failed) == 1
     assert [t.state for t in trials.values() if t.system_attrs.get("failed_trial") == failed[0].number] == [
-        TrialState.COMPLETE]
+        TrialState.COMPLETE
+    ]

@@ -14,8 +14,7 @@ CASES = [
     ("resnet18", {}, (2, 1, 28, 28), (2, 10)),
     ("resnet18", {"num_classes": 7, "in_channels": 3}, (2, 3, 32, 32), (2, 7)),
     ("mlp", {}, (2, 3, 32, 32), (2, 10)),
-    ("mlp", {"in_features": 784, "widths": [64, 32], "dropouts": [0.5, 0.0], "num_classes": 4},
-     (2, 1, 28, 28), (2, 4)),
+    ("mlp", {"in_features": 784, "widths": [64, 32], "dropouts": [0.5, 0.0], "num_classes": 4}, (2, 1, 28, 28), (2, 4)),
     ("linear_ae", {}, (2, 1, 28, 28), (2, 1, 28, 28)),
     ("linear_ae", {"code": 16, "in_shape": [3, 8, 8]}, (2, 3, 8, 8), (2, 3, 8, 8)),
     ("mlp_ae", {}, (2, 1, 28, 28), (2, 1, 28, 28)),
@@ -68,14 +67,21 @@ def test_output_shape_rebuild_and_one_training_step(name, kwargs, in_shape, out_
     opt.step()
     assert torch.isfinite(loss)
     assert all(p.grad is not None for p in a.parameters())
-    assert all(not torch.equal(p0, p) for p0, p in zip(before, a.parameters()))
+    assert all(not torch.equal(p0, p) for p0, p in zip(before, a.parameters(), strict=True))
 
 
 def test_mlp_layers_follow_the_report():
     model = models.create("mlp")
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [
-        (3072, 1024), (1024, 512), (512, 64), (64, 64), (64, 32), (32, 16), (16, 10)]
+        (3072, 1024),
+        (1024, 512),
+        (512, 64),
+        (64, 64),
+        (64, 32),
+        (32, 16),
+        (16, 10),
+    ]
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.6, 0.6, 0.4, 0.4, 0.25]
     assert sum(isinstance(m, nn.BatchNorm1d) for m in model.modules()) == 6
 
@@ -117,6 +123,7 @@ def test_resnet18_pretrained_without_cached_weights_is_a_clear_error(tmp_path, m
 def test_resnet18_adapts_cached_imagenet_weights(tmp_path, monkeypatch, num_classes, in_channels):
     # A real weights file (random values, ImageNet layout) in a real cache folder.
     import torchvision
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     imagenet = torchvision.models.resnet18().state_dict()

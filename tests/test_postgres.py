@@ -23,8 +23,7 @@ from optuna.trial import TrialState
 from hpsearch import storage
 from hpsearch.cli import main
 
-FAST = ["--epochs", "2", "--subset", "300", "--pruner", "none",
-        "--set", "c1=4", "--set", "c2=8", "--set", "c3=32", "--set", "batch_size=64"]
+FAST = [*"--epochs 2 --subset 300 --pruner none --set c1=4 --set c2=8 --set c3=32 --set batch_size=64".split()]
 TRIALS = 3
 STUDY = "fashion-lenet"
 
@@ -55,7 +54,7 @@ def everything_printed():
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             yield seen
     finally:
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=True):
             lg.removeHandler(logs)
             lg.setLevel(level)
         seen.update(out=out.getvalue(), err=err.getvalue(), logs="\n".join(logs.lines))
@@ -75,9 +74,14 @@ def run_optuna_cli(*args: str, url: str) -> subprocess.CompletedProcess:
     """Optuna's own command line (the ``optuna`` script of this environment); the storage URL
     goes through OPTUNA_STORAGE, so the password is not in the process list."""
     script = Path(sys.executable).with_name("optuna")
-    command = [str(script)] if script.exists() else [sys.executable, "-c", "import sys; from optuna.cli import main; sys.exit(main())"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120,
-                          env=subprocess_env(OPTUNA_STORAGE=url))
+    command = (
+        [str(script)]
+        if script.exists()
+        else [sys.executable, "-c", "import sys; from optuna.cli import main; sys.exit(main())"]
+    )
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, timeout=120, env=subprocess_env(OPTUNA_STORAGE=url)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +91,21 @@ def searched(postgres_server, fashion_root, tmp_path_factory):
     url = postgres_server.new_database("search")
     artifacts = tmp_path_factory.mktemp("pg-artifacts")
     with everything_printed() as printed:
-        code = main(["run", STUDY, "--trials", str(TRIALS), "--seed", "0", "--keep-weights", "2",
-                     "--storage", url, "--artifacts", str(artifacts), "--data-dir", str(fashion_root), *FAST])
+        code = main(
+            [
+                "run",
+                STUDY,
+                "--trials",
+                str(TRIALS),
+                *"--seed 0 --keep-weights 2 --storage".split(),
+                url,
+                "--artifacts",
+                str(artifacts),
+                "--data-dir",
+                str(fashion_root),
+                *FAST,
+            ]
+        )
     assert code == 0, printed
     return url, artifacts, printed
 
@@ -138,8 +155,14 @@ def test_export_and_report_work_on_the_server_study(searched, postgres_server, t
     report_out, report_err = capsys.readouterr()
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "<html" in page.lower() and "plotly" in page.lower()
-    assert_no_password(password, export_out=export_out, export_err=export_err, report_out=report_out,
-                       report_err=report_err, report_page=page)
+    assert_no_password(
+        password,
+        export_out=export_out,
+        export_err=export_err,
+        report_out=report_out,
+        report_err=report_err,
+        report_page=page,
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "r.html"]
 
 
@@ -153,8 +176,13 @@ def test_hpsearch_show_and_optuna_cli_agree(searched, postgres_server):
     assert best_cmd.returncode == 0, best_cmd.stderr
     optuna_best = json.loads(best_cmd.stdout)
 
-    show = subprocess.run([sys.executable, "-m", "hpsearch", "show", STUDY, "--storage", url],
-                          capture_output=True, text=True, timeout=180, env=subprocess_env())
+    show = subprocess.run(
+        [sys.executable, "-m", "hpsearch", "show", STUDY, "--storage", url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=subprocess_env(),
+    )
     assert show.returncode == 0, show.stderr
     assert_no_password(password, show_out=show.stdout, show_err=show.stderr)
     lines = show.stdout.splitlines()
@@ -201,8 +229,14 @@ def test_unusable_server_is_one_masked_line(case, command, postgres_server, fash
 
 def test_the_installed_command_masks_a_wrong_password(postgres_server, tmp_path):
     url = postgres_server.url("postgres", password="WRONGPASS")
-    proc = subprocess.run([sys.executable, "-m", "hpsearch", "show", STUDY, "--storage", url],
-                          capture_output=True, text=True, timeout=180, cwd=tmp_path, env=subprocess_env())
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpsearch", "show", STUDY, "--storage", url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        env=subprocess_env(),
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "password authentication failed" in lines[0] and "hp:***@" in lines[0], proc.stderr
@@ -217,11 +251,14 @@ def test_the_password_from_the_environment_is_masked_too(postgres_server, tmp_pa
     assert_no_password("WRONGPASS", out=out, err=err)
 
 
-@pytest.mark.parametrize("url", [
-    "postgresql+psycopg://hp:TYPOPASS@127.0.0.1:notaport/db",  # port is not a number
-    "postgresql+psycopg//hp:TYPOPASS@127.0.0.1/db",  # no ':' after the scheme
-    "hp:TYPOPASS@127.0.0.1/db",  # no scheme at all
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://hp:TYPOPASS@127.0.0.1:notaport/db",  # port is not a number
+        "postgresql+psycopg//hp:TYPOPASS@127.0.0.1/db",  # no ':' after the scheme
+        "hp:TYPOPASS@127.0.0.1/db",  # no scheme at all
+    ],
+)
 def test_a_malformed_url_is_one_line_without_the_password(url, capsys):
     """No server needed: the URL is refused before any connection."""
     assert main(["show", STUDY, "--storage", url]) == 2
@@ -239,8 +276,16 @@ def test_heartbeats_fail_and_retry_a_trial_whose_worker_died(postgres_url, fashi
     assert rdb.get_heartbeat_interval() == storage.HEARTBEAT_SECONDS
     assert isinstance(rdb.get_heartbeat_stale_trial_callback(), optuna.storages.RetryHeartbeatStaleTrialCallback)
 
-    common = ["--storage", postgres_url, "--artifacts", str(tmp_path / "art"), "--data-dir", str(fashion_root),
-              "--seed", "0", "--keep-weights", "0", *FAST]
+    common = [
+        "--storage",
+        postgres_url,
+        "--artifacts",
+        str(tmp_path / "art"),
+        "--data-dir",
+        str(fashion_root),
+        *"--seed 0 --keep-weights 0".split(),
+        *FAST,
+    ]
     assert main(["run", STUDY, "--trials", "1", *common]) == 0
     study = optuna.load_study(study_name=STUDY, storage=rdb)
     assert study._storage.get_heartbeat_interval() == storage.HEARTBEAT_SECONDS
@@ -249,8 +294,12 @@ def test_heartbeats_fail_and_retry_a_trial_whose_worker_died(postgres_url, fashi
     dead = study.ask()
     rdb.record_heartbeat(dead._trial_id)
     with rdb.engine.begin() as conn:
-        conn.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = heartbeat - interval '1 hour' "
-                                     "WHERE trial_id = :id"), {"id": dead._trial_id})
+        conn.execute(
+            sqlalchemy.text(
+                "UPDATE trial_heartbeats SET heartbeat = heartbeat - interval '1 hour' WHERE trial_id = :id"
+            ),
+            {"id": dead._trial_id},
+        )
     capsys.readouterr()
 
     assert main(["run", STUDY, "--trials", "2", *common]) == 0

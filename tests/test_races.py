@@ -33,8 +33,11 @@ def plain_optuna_storage(url):
     return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
 
 
-@pytest.mark.parametrize("opener, both_win", [(plain_optuna_storage, True), (open_storage, False)],
-                         ids=["optuna-default-sqlite", "hpsearch-sqlite"])
+@pytest.mark.parametrize(
+    "opener, both_win",
+    [(plain_optuna_storage, True), (open_storage, False)],
+    ids=["optuna-default-sqlite", "hpsearch-sqlite"],
+)
 def test_two_claims_of_one_waiting_trial(opener, both_win, tmp_path):
     """A reads the WAITING trial and holds still; B claims it meanwhile; then A writes.
     With Optuna's default SQLite engine both win, the lost update that crashed a --jobs
@@ -79,8 +82,15 @@ def test_two_claims_of_one_waiting_trial(opener, both_win, tmp_path):
 
 def run_python(code, cwd, timeout=120, **kwargs):
     """Run ``code`` in a fresh interpreter (SIGINT at its default, as in a terminal)."""
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, preexec_fn=interruptible,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        preexec_fn=interruptible,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def finish(proc, timeout=90):
@@ -158,15 +168,19 @@ def test_a_signal_inside_optunas_bookkeeping(moment, signum, status, tmp_path):
             threading.Thread.start = start
         """,
     }
-    code = textwrap.dedent(f"""
+    code = (
+        textwrap.dedent(f"""
         import os, sys, threading
         import optuna
         from hpsearch.cli import main
         SIGNUM = {int(signum)}
-    """) + textwrap.dedent(hooks[moment]) + textwrap.dedent(f"""
+    """)
+        + textwrap.dedent(hooks[moment])
+        + textwrap.dedent(f"""
         sys.exit(main(["run", {BOOKKEEPING!r}, "--trials", "5", "--seed", "0", "--heartbeat", "1",
                        "--storage", {url!r}]))
     """)
+    )
     proc = run_python(code, tmp_path)
     _out, err = finish(proc)
     assert proc.returncode == status, err
@@ -189,7 +203,9 @@ def worker_pids(marker: str) -> list[int]:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f"HPSEARCH_TEST_MARK={marker}".encode() in environ and any(e.startswith(b"HPSEARCH_WORKER=") for e in environ):
+        if f"HPSEARCH_TEST_MARK={marker}".encode() in environ and any(
+            e.startswith(b"HPSEARCH_WORKER=") for e in environ
+        ):
             pids.append(int(entry.name))
     return pids
 

@@ -4,11 +4,12 @@ headless Chromium."""
 import html
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import optuna
 import pytest
+from browser import render
+from invoke import hpsearch
 from optuna.trial import TrialState
 from PIL import Image
 
@@ -21,7 +22,6 @@ from hpsearch.report import SECTIONS, write_report  # noqa: E402
 
 SPEC = registry.get("fashion-lenet")
 FIGURES = ["history", "learning-curves", "importances", "parallel", "slices"]
-CHROMIUM = Path("/usr/bin/chromium")
 PLOTLY_BANNER = "* plotly.js v"  # the first line of the library's licence comment
 
 
@@ -33,8 +33,15 @@ def study(fashion_root, tmp_path_factory) -> optuna.Study:
     with pytest.MonkeyPatch.context() as mp:  # module scope: conftest's per-test isolation is not active yet
         mp.setenv("HPSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         mp.delenv("HPSEARCH_STORAGE", raising=False)
-        assert main(["run", "fashion-lenet", "--trials", "4", "--epochs", "2", "--subset", "300", "--seed", "0",
-                     "--pruner", "none", "--storage", url, "--data-dir", str(fashion_root)]) == 0
+        assert (
+            hpsearch(
+                "run fashion-lenet --trials 4 --epochs 2 --subset 300 --seed 0 --pruner none --storage",
+                url,
+                "--data-dir",
+                fashion_root,
+            )
+            == 0
+        )
     return open_study(SPEC, url, "fashion-lenet")
 
 
@@ -113,16 +120,8 @@ def test_a_failed_write_leaves_the_old_report_and_no_temporary_file(study, tmp_p
 
 
 def test_chromium_renders_every_figure(report, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip("Chromium absent: install it with 'apt-get install -y chromium' (.ci/run does)")
     png = tmp_path / "report.png"
-    dom = subprocess.run(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,3000", "--virtual-time-budget=10000",
-         f"--screenshot={png}", "--dump-dom", report.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    ).stdout
+    dom = render(report.as_uri(), png, width=1400, height=3000, wait_ms=10000)
     rendered = sections(dom)
     assert list(rendered) == list(SECTIONS), "Chromium printed no rendered page"
     for sid in FIGURES:  # plotly.js replaced each figure's empty div by a drawn plot
@@ -141,5 +140,5 @@ def test_the_report_command_writes_the_page(study, tmp_path, capsys):
     assert main(["report", "fashion-lenet", "--storage", url, "--out", str(out)]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     assert list(sections(out.read_text())) == list(SECTIONS)
-    assert main(["report", "fashion-lenet", "--storage", url, "--study-name", "nope", "--out", str(tmp_path / "x.html")]) == 2
+    assert hpsearch("report fashion-lenet --storage", url, *"--study-name nope --out".split(), tmp_path / "x.html") == 2
     assert not (tmp_path / "x.html").exists()

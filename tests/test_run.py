@@ -9,7 +9,7 @@ from hpsearch import registry, search
 from hpsearch.cli import main
 
 SPEC = registry.get("fashion-lenet")
-FAST = ["--set", "c1=4", "--set", "c2=8", "--set", "c3=32", "--set", "batch_size=64"]
+FAST = [*"--set c1=4 --set c2=8 --set c3=32 --set batch_size=64".split()]
 
 
 def run_cli(*args):
@@ -18,8 +18,24 @@ def run_cli(*args):
 
 def test_run_stores_every_trial_with_per_epoch_values(fashion_root, tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    assert run_cli("--trials", "3", "--epochs", "2", "--pruner", "none", "--seed", "0",
-                   "--storage", url, "--data-dir", str(fashion_root), *FAST) == 0
+    assert (
+        run_cli(
+            "--trials",
+            "3",
+            "--epochs",
+            "2",
+            "--pruner",
+            "none",
+            "--seed",
+            "0",
+            "--storage",
+            url,
+            "--data-dir",
+            str(fashion_root),
+            *FAST,
+        )
+        == 0
+    )
 
     study = optuna.load_study(study_name="fashion-lenet", storage=url)
     trials = study.get_trials()
@@ -46,8 +62,10 @@ def test_a_bad_trial_is_pruned_and_the_study_goes_on(fashion_root, tmp_path):
     bad = {**good, "optimizer": "sgd", "momentum": 0.0, "lr": 1e-4, "loss": "mse_softmax"}
     study.enqueue_trial(good)
     study.enqueue_trial(bad)
-    assert run_cli("--trials", "2", "--epochs", "3", "--pruner", "sha",
-                   "--storage", url, "--data-dir", str(fashion_root)) == 0
+    assert (
+        run_cli("--trials", "2", "--epochs", "3", "--pruner", "sha", "--storage", url, "--data-dir", str(fashion_root))
+        == 0
+    )
     first, second = optuna.load_study(study_name="fashion-lenet", storage=url).get_trials()
     assert first.state == TrialState.COMPLETE and len(first.intermediate_values) == 3
     assert second.state == TrialState.PRUNED
@@ -72,7 +90,9 @@ def test_a_diverging_trial_is_pruned_with_its_reason(fashion_root, tmp_path, mon
     assert all(t.user_attrs["ended"].startswith("diverged: non-finite training loss or outputs") for t in trials)
 
 
-def test_failing_trials_are_recorded_and_stop_the_search_after_three_in_a_row(fashion_root, tmp_path, monkeypatch, capsys):
+def test_failing_trials_are_recorded_and_stop_the_search_after_three_in_a_row(
+    fashion_root, tmp_path, monkeypatch, capsys
+):
     def broken(name, **kw):
         raise RuntimeError("simulated allocation failure")
 
@@ -89,8 +109,23 @@ def test_same_seed_same_parameters(fashion_root, tmp_path):
     params = []
     for name in ("a", "b"):
         url = f"sqlite:///{tmp_path / name}.db"
-        assert run_cli("--trials", "4", "--epochs", "1", "--seed", "7", "--subset", "300",
-                       "--storage", url, "--data-dir", str(fashion_root)) == 0
+        assert (
+            run_cli(
+                "--trials",
+                "4",
+                "--epochs",
+                "1",
+                "--seed",
+                "7",
+                "--subset",
+                "300",
+                "--storage",
+                url,
+                "--data-dir",
+                str(fashion_root),
+            )
+            == 0
+        )
         params.append([t.params for t in optuna.load_study(study_name="fashion-lenet", storage=url).get_trials()])
     assert len(params[0]) == 4 and params[0] == params[1]
     assert params[0][1] != params[0][2]  # sampled, not repeated
@@ -98,8 +133,23 @@ def test_same_seed_same_parameters(fashion_root, tmp_path):
 
 def test_smoke_on_real_fashion_mnist(real_data_dir, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    assert run_cli("--trials", "2", "--epochs", "1", "--subset", "2000", "--seed", "0",
-                   "--storage", url, "--data-dir", str(real_data_dir)) == 0
+    assert (
+        run_cli(
+            "--trials",
+            "2",
+            "--epochs",
+            "1",
+            "--subset",
+            "2000",
+            "--seed",
+            "0",
+            "--storage",
+            url,
+            "--data-dir",
+            str(real_data_dir),
+        )
+        == 0
+    )
     trials = optuna.load_study(study_name="fashion-lenet", storage=url).get_trials()
     assert len(trials) == 2 and trials[0].state == TrialState.COMPLETE
     assert trials[0].value > 0.6  # the report's best configuration, one epoch on 1,667 images

@@ -20,14 +20,17 @@ def test_parse_fixed_types_values():
     assert isinstance(fixed["c1"], int)
 
 
-@pytest.mark.parametrize("item, words", [
-    ("lr", "KEY=VALUE"),
-    ("nope=1", "no parameter 'nope'"),
-    ("lr=5", "outside lr's range"),
-    ("lr=fast", "must be a number"),
-    ("c1=2.5", "must be an integer"),
-    ("pooling=min", "must be one of avg, max"),
-])
+@pytest.mark.parametrize(
+    "item, words",
+    [
+        ("lr", "KEY=VALUE"),
+        ("nope=1", "no parameter 'nope'"),
+        ("lr=5", "outside lr's range"),
+        ("lr=fast", "must be a number"),
+        ("c1=2.5", "must be an integer"),
+        ("pooling=min", "must be one of avg, max"),
+    ],
+)
 def test_parse_fixed_rejects_bad_assignments(item, words):
     with pytest.raises(UsageError, match=words):
         space.parse_fixed([item], SPEC.space, SPEC.name)

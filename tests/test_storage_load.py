@@ -2,13 +2,9 @@
 full figures in docs/reliability.md): the stand-in study, no training, mixed ``--jobs``
 launchers and separate processes, exactly N finished at the end."""
 
-import sys
-from pathlib import Path
+from storage_load import commands, run_load
 
 from hpsearch.storage import POOL_SIZE
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from storage_load import commands, run_load
 
 TRIALS = 150
 
@@ -27,8 +23,9 @@ def test_twelve_workers_on_postgresql_finish_exactly_n_within_the_connection_bud
 
 
 def test_six_workers_on_sqlite_while_the_dashboard_is_polled(tmp_path):
-    result = run_load(f"sqlite:///{tmp_path / 'hpsearch.db'}", workers=6, trials=60, folder=tmp_path, jobs=3,
-                      dashboard=True)
+    result = run_load(
+        f"sqlite:///{tmp_path / 'hpsearch.db'}", workers=6, trials=60, folder=tmp_path, jobs=3, dashboard=True
+    )
     print(result.summary())
     assert (result.finished, result.running, result.duplicate_numbers) == (60, 0, 0), result.summary()
     assert not [line for line in result.error_lines if "locked" in line] and result.error_lines == []

@@ -5,17 +5,19 @@ import math
 
 import optuna
 import pytest
+from invoke import hpsearch
 from optuna.trial import TrialState
+from synthetic import write_cifar10_pickles, write_fashion_csv, write_flowers102, write_mnist
 
 from hpsearch import registry
 from hpsearch.cli import main
-from synthetic import write_cifar10_pickles, write_fashion_csv, write_flowers102, write_mnist
 
 
 def _run(study, root, tmp_path, *extra):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    code = main(["run", study, "--trials", "2", "--epochs", "1", "--seed", "0", "--storage", url,
-                 "--data-dir", str(root), *extra])
+    code = main(
+        ["run", study, *"--trials 2 --epochs 1 --seed 0 --storage".split(), url, "--data-dir", str(root), *extra]
+    )
     assert code == 0
     return optuna.load_study(study_name=study, storage=url)
 
@@ -45,8 +47,11 @@ def test_fashion_resnet_on_a_csv_split_four_to_one(tmp_path, capsys):
     write_fashion_csv(tmp_path / "train.csv", 100, header=True)
     empty = tmp_path / "no-files-here"
     empty.mkdir()
-    _check(_run("fashion-resnet", empty, tmp_path, "--train-csv", str(tmp_path / "train.csv"),
-                "--set", "model=cnn"), "fashion-resnet", {"model": "cnn"})
+    _check(
+        _run("fashion-resnet", empty, tmp_path, "--train-csv", str(tmp_path / "train.csv"), "--set", "model=cnn"),
+        "fashion-resnet",
+        {"model": "cnn"},
+    )
     assert "80 train / 20 validation images" in capsys.readouterr().out
 
 
@@ -57,8 +62,12 @@ def test_fashion_resnet_csv_with_a_bad_row_exits_2_naming_the_line(tmp_path, cap
     lines[4] = lines[4].rsplit(",", 1)[0]  # line 5: one pixel short
     csv.write_text("\n".join(lines) + "\n")
     db = tmp_path / "study.db"
-    assert main(["run", "fashion-resnet", "--trials", "1", "--train-csv", str(csv),
-                 "--storage", f"sqlite:///{db}", "--data-dir", str(tmp_path)]) == 2
+    assert (
+        hpsearch(
+            "run fashion-resnet --trials 1 --train-csv", csv, "--storage", f"sqlite:///{db}", "--data-dir", tmp_path
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "line 5" in err and "784" in err
     assert not db.exists()
@@ -81,8 +90,9 @@ def test_mnist_denoise_minimises_validation_mse(tmp_path):
 
 def test_flowers_ae_trains_both_stages_on_the_official_split(tmp_path, without_md5_checks, capsys):
     write_flowers102(tmp_path)
-    trials = _check(_run("flowers-ae", tmp_path, tmp_path, "--set", "pretrain_epochs=1"),
-                    "flowers-ae", {"pretrain_epochs": 1})
+    trials = _check(
+        _run("flowers-ae", tmp_path, tmp_path, "--set", "pretrain_epochs=1"), "flowers-ae", {"pretrain_epochs": 1}
+    )
     assert trials[0].user_attrs["model"] == "flowers_ae"
     assert "12 train / 12 validation images" in capsys.readouterr().out  # 6 classes x 2 each
 

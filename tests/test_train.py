@@ -23,8 +23,17 @@ def test_fit_learns_and_reports_every_epoch(fashion_root, device):
 def test_every_loss_and_optimizer_trains(fashion_root, device, loss, optimizer):
     loaded = data.load("fashion_mnist", device, fashion_root)
     model = models.create("lenet5", batch_norm=True, dropout=0.2).to(device)
-    recipe = Recipe(epochs=1, batch_size=64, lr=1e-3, loss=loss, optimizer=optimizer, momentum=0.5,
-                    weight_decay=1e-4, lr_step_size=3, lr_gamma=0.5)
+    recipe = Recipe(
+        epochs=1,
+        batch_size=64,
+        lr=1e-3,
+        loss=loss,
+        optimizer=optimizer,
+        momentum=0.5,
+        weight_decay=1e-4,
+        lr_step_size=3,
+        lr_gamma=0.5,
+    )
     result = fit(model, loaded, recipe)
     assert 0.0 <= result.best_value <= 1.0 and len(result.history) == 1
 

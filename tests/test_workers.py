@@ -7,12 +7,18 @@ import sys
 import optuna
 from optuna.trial import TrialState
 
-FAST = ["--set", "c1=4", "--set", "c2=8", "--set", "c3=32", "--set", "batch_size=64"]
+FAST = [*"--set c1=4 --set c2=8 --set c3=32 --set batch_size=64".split()]
 
 
 def run_jobs(args, cwd, timeout=300):
-    return subprocess.run([sys.executable, "-m", "hpsearch", "run", "fashion-lenet", *args],
-                          capture_output=True, text=True, cwd=cwd, env=os.environ, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "hpsearch", "run", "fashion-lenet", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=os.environ,
+        timeout=timeout,
+    )
 
 
 def assert_exactly(url, n):
@@ -30,8 +36,10 @@ def assert_exactly(url, n):
 
 
 def test_three_workers_on_the_default_sqlite_file_finish_exactly_n(fashion_root, tmp_path):
-    proc = run_jobs(["--trials", "6", "--epochs", "1", "--jobs", "3", "--seed", "0", "--subset", "300",
-                     "--data-dir", str(fashion_root), *FAST], cwd=tmp_path)
+    proc = run_jobs(
+        [*"--trials 6 --epochs 1 --jobs 3 --seed 0 --subset 300 --data-dir".split(), str(fashion_root), *FAST],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "database is locked" not in proc.stderr + proc.stdout
     assert proc.stderr == ""  # a worker giving way for the last place is no warning either
@@ -40,8 +48,10 @@ def test_three_workers_on_the_default_sqlite_file_finish_exactly_n(fashion_root,
     assert_exactly(f"sqlite:///{tmp_path / 'hpsearch.db'}", 6)
 
     # The same command again has nothing left to do.
-    again = run_jobs(["--trials", "6", "--epochs", "1", "--jobs", "3", "--seed", "0", "--subset", "300",
-                      "--data-dir", str(fashion_root), *FAST], cwd=tmp_path)
+    again = run_jobs(
+        [*"--trials 6 --epochs 1 --jobs 3 --seed 0 --subset 300 --data-dir".split(), str(fashion_root), *FAST],
+        cwd=tmp_path,
+    )
     assert again.returncode == 0 and "6/6 trials finished" in again.stdout
     assert_exactly(f"sqlite:///{tmp_path / 'hpsearch.db'}", 6)
 
@@ -52,8 +62,16 @@ def test_bad_input_is_reported_once_not_by_every_worker(tmp_path):
 
 
 def test_three_workers_on_postgresql_finish_exactly_n(fashion_root, postgres_url, tmp_path):
-    proc = run_jobs(["--trials", "6", "--epochs", "1", "--jobs", "3", "--seed", "0", "--subset", "300",
-                     "--storage", postgres_url, "--data-dir", str(fashion_root), *FAST], cwd=tmp_path)
+    proc = run_jobs(
+        [
+            *"--trials 6 --epochs 1 --jobs 3 --seed 0 --subset 300 --storage".split(),
+            postgres_url,
+            "--data-dir",
+            str(fashion_root),
+            *FAST,
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "3 workers done: 6/6 trials finished" in proc.stdout
     password = postgres_url.split(":")[2].split("@")[0]
