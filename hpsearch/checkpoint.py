@@ -21,7 +21,6 @@ database.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -35,6 +34,7 @@ from torch import nn
 import hpsearch
 import models
 from hpsearch import data as datasets
+from hpsearch.atomic import replacing
 from hpsearch.errors import UsageError, first_line
 
 FORMAT = "hpsearch-checkpoint/1"
@@ -95,12 +95,8 @@ def save(checkpoint: dict[str, Any], path: Path) -> Path:
     path = Path(path)
     if path.parent and not path.parent.is_dir():
         raise UsageError(f"cannot write {path}: folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(path) as tmp:
         torch.save(checkpoint, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

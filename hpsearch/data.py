@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpsearch.atomic import replacing
 from hpsearch.errors import UsageError, first_line
 from hpsearch.locations import cache_dir
 
@@ -300,10 +301,8 @@ def _stage_idx_files(dataset_cls, root: Path) -> Path | None:
     staged_raw.mkdir(parents=True, exist_ok=True)
     for n, p in zip(names, plain, strict=True):
         if not (staged_raw / p).is_file():
-            tmp = staged_raw / f".{p}.{os.getpid()}.tmp"
-            with gzip.open(raw / n, "rb") as src, open(tmp, "wb") as dst:
+            with replacing(staged_raw / p) as tmp, gzip.open(raw / n, "rb") as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-            tmp.replace(staged_raw / p)  # atomic: a concurrent worker never sees half a file
     return staged_root
 
 
@@ -381,9 +380,8 @@ def _cached_decode(key: str, decode: Callable[[], dict]) -> dict:
         )
         value = decode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(value, tmp)
-    tmp.replace(path)  # atomic: a concurrent worker never reads half a file
+    with replacing(path) as tmp:
+        torch.save(value, tmp)
     return value
 
 

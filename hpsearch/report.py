@@ -8,7 +8,6 @@ The page works offline: plotly.js is inlined once in ``<head>`` and every figure
 from __future__ import annotations
 
 import html
-import os
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -19,7 +18,9 @@ import optuna.visualization as vis
 from optuna.trial import TrialState
 from plotly.offline import get_plotlyjs
 
+from hpsearch.atomic import replacing
 from hpsearch.spec import StudySpec
+from hpsearch.study import best_trial
 
 SECTIONS = {
     "history": "Optimisation history",
@@ -50,12 +51,8 @@ def write_report(study: optuna.Study, spec: StudySpec, out: Path) -> Path:
     out = Path(out)
     page = _page(study, spec)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -92,7 +89,7 @@ def _header(study: optuna.Study, spec: StudySpec) -> str:
     trials = study.get_trials(deepcopy=False)
     counts = Counter(t.state for t in trials)
     by_state = ", ".join(f"{counts[s]} {s.name.lower()}" for s in TrialState if counts[s]) or "none"
-    best = _best(study)
+    best = best_trial(study)
     best_text = f"{best.value:.6g} (trial {best.number})" if best else "no complete trial yet"
     rows = {
         "study": study.study_name,
@@ -106,13 +103,6 @@ def _header(study: optuna.Study, spec: StudySpec) -> str:
         f'<tr><th>{k}</th><td class="{k.replace(" ", "-")}">{html.escape(v)}</td></tr>' for k, v in rows.items()
     )
     return f"<header><h1>{html.escape(study.study_name)}</h1>\n<table>{cells}</table></header>"
-
-
-def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:  # no complete trial
-        return None
 
 
 def _importances(study: optuna.Study, metric: str) -> str:
@@ -150,7 +140,7 @@ def _note(text: str) -> str:
 
 
 def _best_vs_baseline(study: optuna.Study, spec: StudySpec) -> str:
-    best = _best(study)
+    best = best_trial(study)
     best_params: dict[str, Any] = best.params if best else {}
     baseline_trial = next(
         (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "baseline" in t.user_attrs), None

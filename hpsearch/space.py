@@ -93,6 +93,14 @@ def _parse_value(item: str, key: str, text: str, dist: BaseDistribution) -> Any:
     except ValueError:
         kind = "an integer" if isinstance(dist, IntDistribution) else "a number"
         raise UsageError(f"--set {item!r}: {key} must be {kind} in [{dist.low}, {dist.high}]") from None
-    if not dist._contains(value):
+    if not _within(dist, value):
         raise UsageError(f"--set {item!r}: {value} is outside {key}'s range [{dist.low}, {dist.high}]")
     return value
+
+
+def _within(dist: IntDistribution | FloatDistribution, value: float) -> bool:
+    """Whether ``value`` lies in ``dist``'s range and on its step (Optuna's own check is private)."""
+    if not dist.low <= value <= dist.high:
+        return False
+    steps = 0.0 if dist.step is None else (value - dist.low) / dist.step
+    return abs(steps - round(steps)) < 1e-8

@@ -97,9 +97,10 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storage
             "or postgresql+psycopg://user:password@host/dbname"
         ) from None
     sqlite = parsed.get_backend_name() == "sqlite"
+    db_file = _sqlite_file(parsed)
     if sqlite:
-        if parsed.database and parsed.database != ":memory:":
-            folder = Path(parsed.database).expanduser().resolve().parent
+        if db_file is not None:
+            folder = db_file.resolve().parent
             if not folder.is_dir():
                 raise UsageError(
                     f"cannot open storage {mask(url)}: folder {folder} does not exist; create it or choose another path"
@@ -112,7 +113,7 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storage
     try:
         storage = _rdb_storage(url, engine_kwargs, heartbeat)
         if sqlite:
-            if parsed.database not in (None, "", ":memory:"):
+            if db_file is not None:
                 # Write-ahead logging lets readers (the dashboard, a second terminal) read
                 # while a worker writes; the mode is stored in the file, so once is enough.
                 # (Outside a transaction: before the listener below exists.)
@@ -166,13 +167,17 @@ def artifacts_dir(url: str, explicit: str | None = None) -> Path:
     if chosen:
         return Path(chosen).expanduser()
     try:
-        parsed = make_url(url)
+        db_file = _sqlite_file(make_url(url))
     except (sqlalchemy.exc.ArgumentError, ValueError):
-        parsed = None
-    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        db = Path(parsed.database).expanduser()
-        return db.with_name(f"{db.stem}-artifacts")
-    return Path("hpsearch-artifacts")
+        db_file = None
+    return Path("hpsearch-artifacts") if db_file is None else db_file.with_name(f"{db_file.stem}-artifacts")
+
+
+def _sqlite_file(parsed: sqlalchemy.engine.URL) -> Path | None:
+    """The database file of an SQLite URL; None for other databases and in-memory SQLite."""
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
 
 
 def artifact_store(path: str | os.PathLike) -> optuna.artifacts.FileSystemArtifactStore:
