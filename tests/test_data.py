@@ -1,4 +1,7 @@
+import dataclasses
+
 import numpy as np
+import pytest
 import torch
 from synthetic import learnable_images
 
@@ -38,6 +41,23 @@ def test_search_split_holds_out_a_fixed_sixth_and_never_touches_test(fashion_roo
     assert all(tuple(x.flatten().tolist()[:40]) in rows for x in loaded.val.x)
     assert loaded.train.x.dtype == torch.float32
     assert abs(float(loaded.train.x.mean())) < 1.5  # standardised, not raw 0..255
+
+
+def test_the_search_data_never_reads_the_test_split(fashion_root, device, monkeypatch):
+    info = data.DATASETS["fashion_mnist"]
+    splits_read = []
+
+    def guarded(root, split):
+        splits_read.append(split)
+        if split == "test":
+            raise AssertionError("the search read the official test split")
+        return info.read(root, split)
+
+    monkeypatch.setitem(data.DATASETS, "fashion_mnist", dataclasses.replace(info, read=guarded))
+    loaded = data.load("fashion_mnist", device, fashion_root, split_seed=12345)  # a seed no other test caches
+    assert splits_read == ["train"] and len(loaded.val) > 0
+    with pytest.raises(AssertionError, match="test split"):
+        data.read("fashion_mnist", "test", fashion_root)  # the guard is the one in use
 
 
 def test_subset_takes_the_first_examples(fashion_root, device):

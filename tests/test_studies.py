@@ -2,6 +2,7 @@
 on-disk format (fashion-lenet has its own, longer tests in test_run.py)."""
 
 import math
+from pathlib import Path
 
 import optuna
 import pytest
@@ -11,6 +12,8 @@ from synthetic import write_cifar10_pickles, write_fashion_csv, write_flowers102
 
 from hpsearch import registry
 from hpsearch.cli import main
+
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
 
 def _run(study, root, tmp_path, *extra):
@@ -97,8 +100,10 @@ def test_flowers_ae_trains_both_stages_on_the_official_split(tmp_path, without_m
     assert "12 train / 12 validation images" in capsys.readouterr().out  # 6 classes x 2 each
 
 
-@pytest.mark.parametrize("name", sorted(registry.all_specs()))
-def test_every_study_declares_a_consistent_spec(name):
-    spec = registry.get(name)
-    assert spec.name == name and spec.metric and spec.max_epochs > 0 and spec.baseline_source
+@pytest.mark.parametrize("path", sorted(STUDIES.glob("[!_]*.py")), ids=lambda p: p.stem)
+def test_every_study_file_is_named_after_its_study_and_declares_a_consistent_spec(path):
+    spec = registry.get(str(path))  # loaded from the file, as a user's own study would be
+    assert spec.name == path.stem.replace("_", "-")  # the file a user looks for is named after the study
+    assert spec.name in registry.all_specs()  # and `hpsearch list` finds it
+    assert spec.metric.startswith("val_") and spec.max_epochs > 0 and spec.baseline_source
     assert spec.direction in ("maximize", "minimize")

@@ -22,11 +22,12 @@ def test_fit_learns_and_reports_every_epoch(fashion_root, device):
 @pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
 def test_every_loss_and_optimizer_trains(fashion_root, device, loss, optimizer):
     loaded = data.load("fashion_mnist", device, fashion_root)
+    torch.manual_seed(0)
     model = models.create("lenet5", batch_norm=True, dropout=0.2).to(device)
     recipe = Recipe(
         epochs=1,
         batch_size=64,
-        lr=1e-3,
+        lr=0.3 if optimizer == "sgd" else 1e-3,  # plain SGD needs a larger step to learn in one epoch
         loss=loss,
         optimizer=optimizer,
         momentum=0.5,
@@ -35,7 +36,8 @@ def test_every_loss_and_optimizer_trains(fashion_root, device, loss, optimizer):
         lr_gamma=0.5,
     )
     result = fit(model, loaded, recipe)
-    assert 0.0 <= result.best_value <= 1.0 and len(result.history) == 1
+    assert len(result.history) == 1
+    assert result.best_value > 0.3  # one epoch on learnable synthetic classes; chance is 0.1
 
 
 class _Exploding(nn.Module):
