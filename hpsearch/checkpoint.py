@@ -34,6 +34,7 @@ from torch import nn
 import hpsearch
 import models
 from hpsearch import data as datasets
+from hpsearch import tasks
 from hpsearch.atomic import replacing
 from hpsearch.errors import UsageError, first_line
 
@@ -74,13 +75,13 @@ def build(
         "spec": spec.name,
         "trial": trial.number,
         "params": dict(trial.params),
-        "task": spec.recipe_defaults.get("task", "classify"),
+        "task": spec.task,
         "noise_sigma": noise_sigma,
         "dataset": spec.dataset,
         "metric": spec.metric,
         "normalization": {"mean": list(mean), "std": list(std)},
         "classes": list(info.classes),
-        "metrics": {spec.metric: trial.value, spec.metric.replace("val_", "test_"): None},
+        "metrics": {spec.metric: trial.value, tasks.get(spec.task).test_metric: None},
         "versions": {
             "torch": str(torch.__version__),
             "torchvision": str(torchvision.__version__),
@@ -125,6 +126,8 @@ def load(path: Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in checkpoint]
     if missing:
         raise UsageError(f"{path} lacks {', '.join(missing)}: the file was edited; export it again")
+    if checkpoint["task"] not in tasks.TASKS:
+        raise UsageError(f"{path} is for an unknown task {checkpoint['task']!r}: the file was edited; export it again")
     if weights_hash(checkpoint["state_dict"]) != checkpoint["sha256"]:
         raise UsageError(f"{path}: the weights do not match their sha256: the file was edited; export it again")
     return checkpoint
@@ -158,15 +161,12 @@ def score(
         memory_format=torch.channels_last
     )
     y = raw.labels.to(device)
+    task = tasks.get(checkpoint["task"])
     generator = torch.Generator(device=device).manual_seed(0)
     per_example = []
     for i in range(0, len(y), batch_size):
-        xb = x[i : i + batch_size]
-        if checkpoint["task"] == "denoise":
-            noisy = xb + checkpoint["noise_sigma"] * torch.randn(xb.shape, device=device, generator=generator)
-            per_example.append((model(noisy) - xb).pow(2).flatten(1).mean(1))
-        else:
-            per_example.append((model(xb).argmax(1) == y[i : i + batch_size]).double())
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        per_example.append(task.per_example(task.forward(model, xb, checkpoint["noise_sigma"], generator), xb, yb))
     values = torch.cat(per_example).double().cpu()
     labels = raw.labels.cpu()
     classes = checkpoint["classes"] or [str(c) for c in range(int(labels.max()) + 1)]

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 import models
 from hpsearch import checkpoint as ckpt
 from hpsearch import data as datasets
-from hpsearch import weights
+from hpsearch import tasks, weights
 from hpsearch.errors import UsageError
 from hpsearch.spec import StudySpec
 from hpsearch.storage import artifact_store
@@ -120,7 +120,7 @@ def export(
         value, _ = ckpt.score(
             checkpoint, ckpt.rebuild(checkpoint), datasets.read(spec.dataset, "test", score_root), device
         )
-        checkpoint["metrics"][spec.metric.replace("val_", "test_")] = value
+        checkpoint["metrics"][tasks.get(spec.task).test_metric] = value
     ckpt.save(checkpoint, out)
     print(
         f"wrote {out}: trial {trial.number} of {study.study_name}, "
@@ -149,7 +149,7 @@ def evaluate(
         raw = datasets.read(checkpoint["dataset"], "test", root)
         source = f"{checkpoint['dataset']} test split in {root}"
     value, table = ckpt.score(checkpoint, model, raw, device)
-    metric = checkpoint.get("metric", "metric").replace("val_", "test_")
+    metric = tasks.get(checkpoint["task"]).test_metric
     print(
         f"{path}: {checkpoint['model']['name']} from trial {checkpoint.get('trial')} of {checkpoint.get('study')}",
         file=out,

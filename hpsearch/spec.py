@@ -4,26 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 
-if TYPE_CHECKING:
-    from hpsearch.train import Recipe
-
-# Whether a task's metric is maximised: validation accuracy is, validation MSE is not.
-MAXIMIZED = {"classify": True, "denoise": False}
+from hpsearch import tasks
+from hpsearch.recipe import Recipe, check_settings
 
 
 @dataclass(frozen=True)
 class StudySpec:
     """One assignment as a search problem.
 
-    ``space(trial)`` suggests the parameters define-by-run (conditional parameters are
-    fine) and returns them as a dict; ``model(params)`` names the registered model and
-    its keyword arguments. The trial is trained by a ``Recipe`` made of ``recipe_defaults``
-    (fixed training settings: the task, the noise level, ...) overlaid by every ``Recipe``
-    field found in the params. ``baseline`` is the report's own best configuration,
+    ``task`` (``hpsearch.tasks``: "classify" or "denoise") owns the metric and its
+    direction. ``space(trial)`` suggests the parameters define-by-run (conditional
+    parameters are fine) and returns them as a dict; ``model(params)`` names the registered
+    model and its keyword arguments. The trial is trained by the ``Recipe`` of
+    ``training_fixed`` (settings the search does not vary) and of the params named in
+    ``training_params`` that the trial has; each name must be a training setting, or the
+    spec raises ValueError. ``baseline`` is the report's own best configuration,
     enqueued as trial 0 of every new study: it must hold exactly the parameters that
     ``space`` suggests when it is followed.
 
@@ -40,24 +39,34 @@ class StudySpec:
     description: str
     dataset: str
     model_family: str
-    metric: str
-    direction: str  # "maximize" | "minimize"
     max_epochs: int
     space: Callable[[optuna.Trial], dict[str, Any]]
     model: Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]
     baseline: dict[str, Any]
     baseline_source: str
-    recipe_defaults: dict[str, Any] = field(default_factory=dict)
+    task: str = "classify"
+    training_params: tuple[str, ...] = ()
+    training_fixed: dict[str, Any] = field(default_factory=dict)
     val_fraction: float = 1 / 6
     standardize: bool = True
     trainer: Callable[[Any], Any] | None = None
 
     def __post_init__(self):
-        task = self.recipe_defaults.get("task", "classify")
-        if self.direction != ("maximize" if MAXIMIZED[task] else "minimize"):
-            raise ValueError(f"study {self.name}: task {task!r} cannot be optimised in direction {self.direction!r}")
+        try:
+            tasks.get(self.task)
+            check_settings([*self.training_params, *self.training_fixed])
+        except ValueError as exc:
+            raise ValueError(f"study {self.name}: {exc}") from None
+
+    @property
+    def metric(self) -> str:
+        """The searched metric, as stored with the study: val_accuracy or val_mse."""
+        return tasks.get(self.task).val_metric
+
+    @property
+    def direction(self) -> str:
+        return tasks.get(self.task).direction
 
     def recipe(self, params: dict[str, Any], *, epochs: int, seed: int) -> Recipe:
-        from hpsearch.train import Recipe
-
-        return Recipe.from_params({**self.recipe_defaults, **params}, epochs=epochs, seed=seed)
+        chosen = {name: params[name] for name in self.training_params if name in params}
+        return Recipe(**self.training_fixed, **chosen, task=self.task, epochs=epochs, seed=seed)

@@ -6,9 +6,8 @@ the device, except once per epoch, when the training loss and the validation met
 back to the host together and are handed to ``on_epoch`` (where the runner reports to the
 pruner).
 
-Two tasks: ``classify`` (validation accuracy, higher is better) and ``denoise`` (the input
-is the image plus Gaussian noise, the target the clean image; validation MSE, lower is
-better).
+The task (``hpsearch.tasks``: classify or denoise) gives the batch loss, the validation
+metric and its direction.
 """
 
 from __future__ import annotations
@@ -16,50 +15,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpsearch import tasks
 from hpsearch.data import SearchData, Split
-from hpsearch.spec import MAXIMIZED
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How to train: everything but the architecture and the data."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    task: str = "classify"  # classify | denoise
-    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
-    momentum: float = 0.0  # sgd and rmsprop only
-    betas: tuple[float, float] = (0.9, 0.999)  # adam and adamw only
-    weight_decay: float = 0.0
-    loss: str = "cross_entropy"  # classify: cross_entropy | mse_softmax | multi_margin
-    lr_step_size: int = 0  # StepLR period in optimizer steps; 0 = constant learning rate
-    lr_gamma: float = 1.0
-    # Report 003's penalty: l2_lambda / (2 * batch) * sum of squared weights of the first
-    # l2_layers Linear layers, added to the loss.
-    l2_lambda: float = 0.0
-    l2_layers: int = 0
-    crop_padding: int = 0  # random crop after zero padding by this many pixels
-    hflip: bool = False  # random horizontal flip
-    noise_sigma: float = 0.1  # denoise: std of the Gaussian noise added to the input
-    # Autoencoder pre-training (report 000): the model's ``reconstruct`` is trained on MSE
-    # for this many epochs before the classification epochs.
-    pretrain_epochs: int = 0
-    pretrain_lr: float = 1e-3
-    seed: int = 0
-
-    @classmethod
-    def from_params(cls, params: dict, **overrides) -> Recipe:
-        """Take every field this recipe has from ``params`` (a trial's parameters),
-        ignoring the architecture's; ``overrides`` win."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{**{k: v for k, v in params.items() if k in names}, **overrides})
+from hpsearch.recipe import Recipe
 
 
 class Diverged(Exception):
@@ -84,16 +48,6 @@ class FitResult:
     best_epoch: int
     history: list[EpochResult] = field(default_factory=list)
     best_state: dict[str, torch.Tensor] | None = None  # the weights after the best epoch, on the device
-
-
-def _classification_loss(name: str, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if name == "cross_entropy":
-        return F.cross_entropy
-    if name == "mse_softmax":  # report 004: MSE between softmax output and the one-hot target
-        return lambda out, y: F.mse_loss(out.softmax(1), F.one_hot(y, num_classes).to(out.dtype))
-    if name == "multi_margin":
-        return F.multi_margin_loss
-    raise ValueError(f"unknown loss {name!r}")
 
 
 def _optimizer(recipe: Recipe, params: Iterable[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
@@ -132,17 +86,14 @@ def augment(x: torch.Tensor, crop_padding: int, hflip: bool, generator: torch.Ge
     return x
 
 
-def _noise(shape, sigma: float, device, generator: torch.Generator) -> torch.Tensor:
-    return sigma * torch.randn(shape, device=device, generator=generator)
-
-
 @torch.inference_mode()
 def evaluate(
     model: nn.Module, split: Split, recipe: Recipe, batch_size: int = 4096
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The validation metric summed over examples (correct predictions, or per-image MSE
-    against the clean image) and the count of non-finite outputs, as device scalars (no
-    host sync). The denoising noise is the same at every call, so epochs compare."""
+    """The task's validation metric summed over examples (``Task.per_example``) and the
+    count of non-finite outputs, as device scalars (no host sync). The denoising noise is
+    the same at every call, so epochs compare."""
+    task = tasks.get(recipe.task)
     was_training = model.training
     model.eval()
     device = split.x.device
@@ -150,13 +101,9 @@ def evaluate(
     non_finite = torch.zeros((), dtype=torch.long, device=device)
     noise_generator = torch.Generator(device=device).manual_seed(0)
     for i in range(0, len(split), batch_size):
-        x = split.x[i : i + batch_size]
-        if recipe.task == "denoise":
-            out = model(x + _noise(x.shape, recipe.noise_sigma, device, noise_generator))
-            total += (out - x).pow(2).flatten(1).mean(1).sum()
-        else:
-            out = model(x)
-            total += (out.argmax(1) == split.y[i : i + batch_size]).sum()
+        x, y = split.x[i : i + batch_size], split.y[i : i + batch_size]
+        out = task.forward(model, x, recipe.noise_sigma, noise_generator)
+        total += task.per_example(out, x, y).sum()
         non_finite += (~out.isfinite()).sum()
     model.train(was_training)
     return total, non_finite
@@ -209,8 +156,8 @@ def fit(
 ) -> FitResult:
     """Train ``model`` (already on the data's device) by ``recipe``; return the best epoch.
 
-    The metric is validation accuracy for ``classify`` (maximised) and validation MSE for
-    ``denoise`` (minimised). ``on_epoch`` is called after each epoch and may raise to stop
+    The metric is the recipe's task's (``hpsearch.tasks``): validation accuracy, maximised,
+    or validation MSE, minimised. ``on_epoch`` is called after each epoch and may raise to stop
     training (the runner raises ``optuna.TrialPruned``). Raises ``Diverged`` at the end of
     the first epoch whose training loss or validation outputs are not finite.
     """
@@ -223,15 +170,11 @@ def fit(
     if recipe.pretrain_epochs:
         _pretrain_autoencoder(model, data, recipe, generator)
 
-    if recipe.task == "denoise":
+    task = tasks.get(recipe.task)
+    task_loss = task.batch_loss(model, recipe.loss, len(data.classes), recipe.noise_sigma, generator)
 
-        def batch_loss(x, y):
-            return F.mse_loss(model(x + _noise(x.shape, recipe.noise_sigma, device, generator)), x)
-    else:
-        loss_fn = _classification_loss(recipe.loss, len(data.classes))
-
-        def batch_loss(x, y):
-            return loss_fn(model(x), y) + _l2_penalty(model, recipe, len(y))
+    def batch_loss(x, y):
+        return task_loss(x, y) + _l2_penalty(model, recipe, len(y))
 
     optimizer = _optimizer(recipe, model.parameters(), device)
     scheduler = (
@@ -239,8 +182,7 @@ def fit(
         if recipe.lr_step_size
         else None
     )
-    maximize = MAXIMIZED[recipe.task]
-    result = FitResult(best_value=-math.inf if maximize else math.inf, best_epoch=0)
+    result = FitResult(best_value=task.worst(), best_epoch=0)
     for epoch in range(1, recipe.epochs + 1):
         started = time.perf_counter()
         mean_loss = _train_epoch(model, data.train, recipe, batch_loss, optimizer, scheduler, generator)
@@ -254,7 +196,7 @@ def fit(
             )
         epoch_result = EpochResult(epoch, mean_loss, total / len(data.val), time.perf_counter() - started)
         result.history.append(epoch_result)
-        if (epoch_result.value > result.best_value) if maximize else (epoch_result.value < result.best_value):
+        if task.better(epoch_result.value, result.best_value):
             result.best_value, result.best_epoch = epoch_result.value, epoch
             # A device-side copy: no host sync, and the trial keeps its best epoch, not its last.
             result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

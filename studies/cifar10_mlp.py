@@ -34,8 +34,7 @@ SPEC = StudySpec(
     description="Report 003: MLP + BatchNorm + graded dropout + L2 on CIFAR-10",
     dataset="cifar10",
     model_family="MLP",
-    metric="val_accuracy",
-    direction="maximize",
+    training_params=("l2_lambda", "lr", "betas", "batch_size"),
     max_epochs=160,
     space=space,
     model=lambda p: ("mlp", {"widths": p["widths"], "dropouts": p["dropouts"]}),
@@ -60,6 +59,6 @@ SPEC = StudySpec(
         "report 003's best: 1024-512-64-64-32-16, dropout 0.6/0.4/0.25, lambda 0.006, Adam 7e-4, batch 256; "
         "58.08 % test"
     ),
-    recipe_defaults={"optimizer": "adam", "l2_layers": 3},
+    training_fixed={"optimizer": "adam", "l2_layers": 3},
     val_fraction=0.2,
 )

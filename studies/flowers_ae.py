@@ -30,8 +30,7 @@ SPEC = StudySpec(
     description="Report 000: conv autoencoder pre-training, then encoder + classifier, on Flowers-102 (3x100x100)",
     dataset="flowers102",
     model_family="conv autoencoder + classifier",
-    metric="val_accuracy",
-    direction="maximize",
+    training_params=("pretrain_epochs", "pretrain_lr", "lr", "batch_size", "hflip", "crop_padding", "weight_decay"),
     max_epochs=30,
     space=space,
     model=lambda p: ("flowers_ae", {"batch_norm": p["batch_norm"]}),
@@ -46,7 +45,7 @@ SPEC = StudySpec(
         "l2": False,
     },
     baseline_source="report 000's best: 30 + 30 epochs, lr 1e-3 both stages, BatchNorm, batch 64; 23.45 % test",
-    recipe_defaults={"optimizer": "adam"},
+    training_fixed={"optimizer": "adam"},
     # The decoder ends in ReLU, as in the report: it reconstructs [0, 1] pixels, not standardised ones.
     standardize=False,
 )

@@ -38,8 +38,8 @@ SPEC = StudySpec(
     description="Report 002: linear, MLP and convolutional autoencoders denoising MNIST (sigma 0.1)",
     dataset="mnist",
     model_family="autoencoders",
-    metric="val_mse",
-    direction="minimize",
+    task="denoise",
+    training_params=("lr", "batch_size"),
     max_epochs=20,
     space=space,
     model=model,
@@ -47,6 +47,6 @@ SPEC = StudySpec(
     baseline_source=(
         "report 002's best: the convolutional autoencoder (16-32-64-128-256), Adam; training MSE about 0.010"
     ),
-    recipe_defaults={"task": "denoise", "noise_sigma": 0.1, "optimizer": "adam"},
+    training_fixed={"noise_sigma": 0.1, "optimizer": "adam"},
     standardize=False,
 )

@@ -1,6 +1,7 @@
 """Every registered study runs two short trials end to end on synthetic data in its real
 on-disk format (fashion-lenet has its own, longer tests in test_run.py)."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -107,3 +108,40 @@ def test_every_study_file_is_named_after_its_study_and_declares_a_consistent_spe
     assert spec.name in registry.all_specs()  # and `hpsearch list` finds it
     assert spec.metric.startswith("val_") and spec.max_epochs > 0 and spec.baseline_source
     assert spec.direction in ("maximize", "minimize")
+
+
+def test_a_misspelt_training_setting_is_an_error_when_the_study_is_defined():
+    spec = registry.get("fashion-lenet")
+    with pytest.raises(ValueError, match="study fashion-lenet: not a training setting: weight_decy"):
+        dataclasses.replace(spec, training_params=(*spec.training_params, "weight_decy"))
+    with pytest.raises(ValueError, match="not a training setting: epochs"):  # the run's, not the study's
+        dataclasses.replace(spec, training_fixed={"epochs": 3})
+
+
+class _Reads(dict):
+    """A dict that remembers which keys were read."""
+
+    def __init__(self, items):
+        super().__init__(items)
+        self.read = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
+@pytest.mark.parametrize("name", sorted(registry.all_specs()))
+def test_every_searched_parameter_reaches_the_model_or_the_training(name):
+    spec = registry.get(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(100):  # random configurations, conditional branches included
+        trial = study.ask()
+        params = _Reads(spec.space(trial))
+        study.tell(trial, 0.0)
+        spec.model(params)
+        unused = set(params) - params.read - set(spec.training_params)
+        assert not unused, f"searched but never applied: {sorted(unused)}"

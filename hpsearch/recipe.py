@@ -1,0 +1,48 @@
+"""How a trial trains: everything but the architecture and the data. Torch-free, so a
+study file can be checked without importing torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train: everything but the architecture and the data."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    task: str = "classify"  # classify | denoise
+    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
+    momentum: float = 0.0  # sgd and rmsprop only
+    betas: tuple[float, float] = (0.9, 0.999)  # adam and adamw only
+    weight_decay: float = 0.0
+    loss: str = "cross_entropy"  # classify: cross_entropy | mse_softmax | multi_margin
+    lr_step_size: int = 0  # StepLR period in optimizer steps; 0 = constant learning rate
+    lr_gamma: float = 1.0
+    # Report 003's penalty: l2_lambda / (2 * batch) * sum of squared weights of the first
+    # l2_layers Linear layers, added to the loss.
+    l2_lambda: float = 0.0
+    l2_layers: int = 0
+    crop_padding: int = 0  # random crop after zero padding by this many pixels
+    hflip: bool = False  # random horizontal flip
+    noise_sigma: float = 0.1  # denoise: std of the Gaussian noise added to the input
+    # Autoencoder pre-training (report 000): the model's ``reconstruct`` is trained on MSE
+    # for this many epochs before the classification epochs.
+    pretrain_epochs: int = 0
+    pretrain_lr: float = 1e-3
+    seed: int = 0
+
+
+# Set by the run, not by a study: the task is the study's, epochs and seed the trial's.
+RUN_FIELDS = ("task", "epochs", "seed")
+
+
+def check_settings(names) -> None:
+    """Raise ValueError naming every one of ``names`` that is no training setting a study
+    may choose (a ``Recipe`` field other than ``RUN_FIELDS``)."""
+    settings = {f.name for f in fields(Recipe)} - set(RUN_FIELDS)
+    wrong = sorted(set(names) - settings)
+    if wrong:
+        raise ValueError(f"not a training setting: {', '.join(wrong)}; the settings are {', '.join(sorted(settings))}")
