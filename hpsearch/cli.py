@@ -297,6 +297,7 @@ def cmd_export(args) -> None:
         spec,
         study,
         out=Path(args.out),
+        storage_url=url,
         store_dir=storage.artifacts_dir(url, args.artifacts),
         trial_number=args.trial,
         retrain_on=search_data,

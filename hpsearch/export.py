@@ -18,7 +18,7 @@ from hpsearch import data as datasets
 from hpsearch import tasks, weights
 from hpsearch.errors import UsageError
 from hpsearch.spec import StudySpec
-from hpsearch.storage import artifact_store
+from hpsearch.storage import artifact_store, open_storage
 from hpsearch.train import fit
 
 
@@ -80,6 +80,7 @@ def export(
     study: optuna.Study,
     *,
     out: Path,
+    storage_url: str,
     store_dir: Path,
     trial_number: int | None = None,
     retrain_on: datasets.SearchData | None = None,
@@ -98,7 +99,7 @@ def export(
     if retrain_on is not None:
         state = retrain(spec, trial, retrain_on, device, stdout)
     else:
-        state = weights.stored_weights(study, trial, artifact_store(store_dir))
+        state = weights.stored_weights(trial, artifact_store(store_dir), open_storage(storage_url))
         if state is None:
             raise UsageError(
                 f"trial {trial.number} kept no weights in {store_dir} (only the best few trials keep them): "

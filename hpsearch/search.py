@@ -161,6 +161,7 @@ def _expected_failures_said_once():
         # lines) and retries another way; either that works, or hpsearch's one line follows.
         return not record.getMessage().startswith("Caught an error from sqlalchemy")
 
+    # Optuna has no public switch for these messages: filter the loggers of the modules that write them.
     optimize_logger = logging.getLogger("optuna.study._optimize")
     storage_logger = logging.getLogger("optuna.storages._rdb.storage")
     previous_hook = threading.excepthook

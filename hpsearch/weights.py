@@ -17,13 +17,14 @@ import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 FILENAME = "weights.pt"
 DEFAULT_KEEP = 3
 
 
-def _artifact_id(trial: FrozenTrial, storage) -> str | None:
+def _artifact_id(trial: FrozenTrial, storage: BaseStorage) -> str | None:
     metas = [m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == FILENAME]
     return metas[-1].artifact_id if metas else None
 
@@ -36,9 +37,10 @@ def _exists(store: FileSystemArtifactStore, artifact_id: str) -> bool:
         return False
 
 
-def stored_weights(study: optuna.Study, trial: FrozenTrial, store: FileSystemArtifactStore) -> dict | None:
-    """The trial's stored state dict (on the CPU), or None when it kept none."""
-    artifact_id = _artifact_id(trial, study._storage)
+def stored_weights(trial: FrozenTrial, store: FileSystemArtifactStore, storage: BaseStorage) -> dict | None:
+    """The trial's stored state dict (on the CPU), or None when it kept none. ``storage``
+    holds the trial: Optuna's artifact listing needs it for a finished trial."""
+    artifact_id = _artifact_id(trial, storage)
     if artifact_id is None or not _exists(store, artifact_id):
         return None
     with store.open_reader(artifact_id) as f:
@@ -56,7 +58,7 @@ def offer(
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     kept = []
     for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        artifact_id = _artifact_id(other, study._storage)
+        artifact_id = _artifact_id(other, trial.storage)
         if artifact_id is not None and _exists(store, artifact_id):
             kept.append((other.value, artifact_id))
     kept.sort(key=lambda item: item[0], reverse=maximize)

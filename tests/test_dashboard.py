@@ -160,7 +160,8 @@ def test_api_serves_the_study_its_trials_and_the_best_trials_weights(server, stu
         f"http://127.0.0.1:{server.port}/artifacts/{study_id}/{trial_id}/{artifacts[0]['artifact_id']}", timeout=30
     ) as response:
         downloaded = torch.load(io.BytesIO(response.read()), map_location="cpu", weights_only=True)
-    kept = weights.stored_weights(study, best, storage.artifact_store(storage.artifacts_dir(study_url)))
+    store = storage.artifact_store(storage.artifacts_dir(study_url))
+    kept = weights.stored_weights(best, store, storage.open_storage(study_url))
     assert kept is not None and downloaded.keys() == kept.keys()
     assert all(torch.equal(downloaded[k], kept[k]) for k in kept)
 
