@@ -143,14 +143,20 @@ def _expected_failures_said_once():
     failures nobody expected, where the traceback is the useful part."""
     expected = (KeyboardInterrupt, TrialOutOfMemory, Surplus, UpdateFinishedTrialError, *STORAGE_ERRORS)
 
-    silenced: set[str] = set()  # "Trial N": Optuna follows the warning with "Trial N failed with value None"
+    # Optuna follows the failed-trial warning with a second one ("... failed with value None"),
+    # without the exception; trials run one at a time here, so it is the next warning.
+    second_warning_due = False
 
     def log_filter(record: logging.LogRecord) -> bool:
-        trial = " ".join(record.getMessage().split()[:2])
+        nonlocal second_warning_due
         if record.exc_info and isinstance(record.exc_info[1], expected):
-            silenced.add(trial)
+            second_warning_due = True
             return False
-        return trial not in silenced
+        if second_warning_due and record.levelno == logging.WARNING and not record.exc_info:
+            second_warning_due = False
+            return False
+        second_warning_due = False
+        return True
 
     def thread_hook(args: threading.ExceptHookArgs) -> None:
         if not issubclass(args.exc_type, STORAGE_ERRORS):
