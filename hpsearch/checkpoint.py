@@ -20,8 +20,11 @@ database.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import pickle
+import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -102,35 +105,110 @@ def save(checkpoint: dict[str, Any], path: Path) -> Path:
 
 
 def load(path: Path) -> dict[str, Any]:
-    """Load and check a checkpoint. Raises UsageError (one line) for a missing, truncated,
-    foreign or edited file, or one that would run code when unpickled."""
+    """Load and check a checkpoint. Raises UsageError (one line, no traceback) for any file that
+    is not an intact hpsearch checkpoint: missing, empty, text or a CSV, truncated or damaged,
+    foreign, edited, or one that would run code when unpickled (that code never runs)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such checkpoint file; write one with 'hpsearch export'")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = first_line(exc, "unsafe content")
-        if "weights_only" in first or "Unsupported global" in str(exc):
-            first = "it holds pickled code, which hpsearch never runs"
-        raise UsageError(f"{path} refused: {first}; only checkpoints written by 'hpsearch export' load") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = first_line(exc)
-        raise UsageError(
-            f"{path} is not a readable checkpoint (truncated or foreign: {first}); export it again"
-        ) from None
+    checkpoint = _unpickle(path)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
-        raise UsageError(
-            f"{path} is not an hpsearch checkpoint (no {FORMAT!r} marker); export one with 'hpsearch export'"
-        )
+        raise UsageError(_refusal(path, f"it has no {FORMAT!r} marker"))
     missing = [k for k in REQUIRED if k not in checkpoint]
     if missing:
         raise UsageError(f"{path} lacks {', '.join(missing)}: the file was edited; export it again")
     if checkpoint["task"] not in tasks.TASKS:
         raise UsageError(f"{path} is for an unknown task {checkpoint['task']!r}: the file was edited; export it again")
-    if weights_hash(checkpoint["state_dict"]) != checkpoint["sha256"]:
+    try:
+        intact = weights_hash(checkpoint["state_dict"]) == checkpoint["sha256"]
+    except Exception:  # weights that are not tensors by name were edited too
+        intact = False
+    if not intact:
         raise UsageError(f"{path}: the weights do not match their sha256: the file was edited; export it again")
     return checkpoint
+
+
+_HEAD_BYTES = 1 << 16  # enough for a few rows of a 785-column CSV
+_NUMBER = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*\Z")
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_NOT_TORCH = "not a zip archive written by torch.save"
+
+
+def _unpickle(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)``, or UsageError (one line) saying what the file is
+    instead. Never raises anything else, whatever the file holds.
+
+    The file is classified by its own bytes first, because torch.load's errors on foreign input
+    are accidents of its parser (KeyError, IndexError, or a weights_only refusal that calls
+    random bytes "pickled code"). torch.save writes a zip archive (before torch 1.6: a pickle,
+    first byte 0x80); anything else is refused without unpickling it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(_HEAD_BYTES)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or first_line(exc)}") from None
+    archive = _zip_names(path)
+    if archive is None and head.startswith(b"PK\x03\x04"):
+        raise UsageError(
+            f"{path} is a truncated or damaged checkpoint (its zip archive is incomplete); export it again"
+        )
+    if archive is None and not head.startswith(b"\x80"):
+        raise UsageError(_not_a_checkpoint(path, head))
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickle headers: the refusal is the one line
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch's parsers raise most anything on hostile bytes
+        code = re.search(r"GLOBAL ([\w.]+)", str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+        if code:
+            raise UsageError(
+                f"{path} refused: it holds pickled code ({code.group(1)}), which hpsearch never runs; "
+                "only checkpoints written by 'hpsearch export' load"
+            ) from None
+        if archive is None:
+            raise UsageError(_refusal(path, f"it is {_NOT_TORCH}")) from None
+        # torch.save's archive always holds ARCHIVE_NAME/data.pkl, the pickle that names the tensors.
+        if not any(name.endswith("/data.pkl") for name in archive):
+            raise UsageError(_refusal(path, "it is a zip archive, but not one written by torch.save")) from None
+        raise UsageError(f"{path} is a damaged checkpoint (torch cannot read its contents); export it again") from None
+
+
+def _refusal(path: Path, why: str) -> str:
+    return f"{path} is not an hpsearch checkpoint: {why}; export one with 'hpsearch export'"
+
+
+def _zip_names(path: Path) -> list[str] | None:
+    """The names in the zip archive at ``path``; None when it is no complete, readable zip archive."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except Exception:  # zipfile raises more than BadZipFile on a damaged directory
+        return None
+
+
+def _not_a_checkpoint(path: Path, head: bytes) -> str:
+    """The refusal for a file that is neither a zip archive nor a pickle, from its first bytes."""
+    if not head:
+        return _refusal(path, "the file is empty")
+    try:
+        # Not final: the head may end inside a multi-byte character.
+        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return _refusal(path, f"it is {_NOT_TORCH}")
+    if _CONTROL.search(text):
+        return _refusal(path, f"it is {_NOT_TORCH}")
+    if _looks_like_csv(text, cut=len(head) == _HEAD_BYTES):
+        return f"{path} looks like a CSV, not a checkpoint; score a CSV with: hpsearch evaluate CHECKPOINT --csv {path}"
+    return _refusal(path, f"it looks like text, {_NOT_TORCH}")
+
+
+def _looks_like_csv(text: str, *, cut: bool) -> bool:
+    """Whether ``text`` is rows of two or more comma-separated numbers, under an optional header
+    row (``cut``: the text stops mid-file, so its last line may be partial and is not judged)."""
+    rows = [line for line in text.splitlines()[: -1 if cut else None] if line.strip()]
+    if rows and "," in rows[0] and not _NUMBER.match(rows[0].split(",", 1)[0]):
+        rows = rows[1:]
+    return bool(rows) and all(len(cells := row.split(",")) > 1 and all(map(_NUMBER.match, cells)) for row in rows)
 
 
 def rebuild(checkpoint: dict[str, Any]) -> nn.Module:

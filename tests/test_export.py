@@ -14,7 +14,7 @@ import torch
 from invoke import hpsearch
 from optuna.trial import TrialState
 from optuna_dashboard._note import get_note_from_system_attrs
-from synthetic import learnable_images, write_fashion_mnist, write_idx_gz
+from synthetic import learnable_images, write_fashion_csv, write_fashion_mnist, write_idx_gz
 
 from hpsearch import checkpoint as ckpt
 from hpsearch.cli import main
@@ -170,36 +170,82 @@ class _RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.fixture(scope="module")
+def exported(searched, tmp_path_factory) -> Path:
+    """A checkpoint written by `hpsearch export` from the searched study."""
+    _, url, _ = searched
+    good = tmp_path_factory.mktemp("exported") / "good.pt"
+    assert hpsearch("export fashion-lenet --out", good, "--storage", url) == 0
+    return good
+
+
 def _one_line_refusal(path, capsys) -> str:
-    assert main(["evaluate", str(path), "--data-dir", "."]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    capsys.readouterr()
+    assert hpsearch("evaluate", path, "--data-dir", ".") == 2
+    out, err = capsys.readouterr()
+    assert not out and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert str(path) in err
     return err
 
 
-def test_a_checkpoint_crafted_to_run_code_is_refused_without_running_it(tmp_path, capsys):
-    marker = tmp_path / "pwned"
-    evil = tmp_path / "evil.pt"
-    torch.save({"format": ckpt.FORMAT, "payload": _RunsCode(marker)}, evil)
-    assert "pickled code" in _one_line_refusal(evil, capsys)
-    assert not marker.exists()
+def _truncated(path, request):
+    good = request.getfixturevalue("exported").read_bytes()
+    path.write_bytes(good[: len(good) // 2])
 
 
-def test_truncated_foreign_and_edited_checkpoints_are_refused(searched, noisy_fashion, tmp_path, capsys):
-    work, url, study = searched
-    good = tmp_path / "good.pt"
-    assert main(["export", "fashion-lenet", "--out", str(good), "--storage", url]) == 0
+NOT_A_ZIP = "is not an hpsearch checkpoint: it is not a zip archive written by torch.save"
+TEXT = "is not an hpsearch checkpoint: it looks like text, not a zip archive written by torch.save"
 
-    truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    assert "truncated or foreign" in _one_line_refusal(truncated, capsys)
 
+@pytest.mark.parametrize(
+    "write, expected",
+    [
+        pytest.param(lambda p, _: p.write_text("hello\n"), TEXT, id="hello"),
+        pytest.param(lambda p, _: p.write_text("abc"), TEXT, id="abc"),
+        pytest.param(lambda p, _: p.write_bytes(np.random.default_rng(0).bytes(4096)), NOT_A_ZIP, id="random-bytes"),
+        pytest.param(
+            lambda p, _: write_fashion_csv(p, 100),
+            "looks like a CSV, not a checkpoint; score a CSV with: hpsearch evaluate CHECKPOINT --csv",
+            id="csv",
+        ),
+        pytest.param(
+            lambda p, _: p.write_text("<!DOCTYPE html>\n<html><head><title>Model</title></head><body></body></html>\n"),
+            TEXT,
+            id="html",
+        ),
+        pytest.param(lambda p, _: p.write_bytes(b""), "is not an hpsearch checkpoint: the file is empty", id="empty"),
+        pytest.param(
+            _truncated,
+            "is a truncated or damaged checkpoint (its zip archive is incomplete); export it again",
+            id="truncated",
+        ),
+        pytest.param(
+            lambda p, _: torch.save({"format": ckpt.FORMAT, "payload": _RunsCode(p.parent / "pwned")}, p),
+            f"refused: it holds pickled code ({os.system.__module__}.system), which hpsearch never runs",
+            id="runs-code",
+        ),
+    ],
+)
+def test_evaluate_refuses_what_is_not_a_checkpoint_in_one_line_naming_what_it_is(
+    write, expected, request, tmp_path, capsys
+):
+    path = tmp_path / "model.pt"
+    write(path, request)
+    err = _one_line_refusal(path, capsys)
+    assert expected in err
+    # "pickled code" alarms, and --csv redirects: each belongs to its one case only.
+    assert ("pickled code" in err) == (request.node.callspec.id == "runs-code")
+    assert ("--csv" in err) == (request.node.callspec.id == "csv")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_foreign_edited_and_missing_checkpoints_are_refused(exported, tmp_path, capsys):
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    assert "not an hpsearch checkpoint" in _one_line_refusal(foreign, capsys)
+    assert "not an hpsearch checkpoint: it has no 'hpsearch-checkpoint/1' marker" in _one_line_refusal(foreign, capsys)
 
     edited = tmp_path / "edited.pt"
-    saved = torch.load(good, weights_only=True)
+    saved = torch.load(exported, weights_only=True)
     first = next(iter(saved["state_dict"]))
     saved["state_dict"][first] = saved["state_dict"][first] + 1
     torch.save(saved, edited)
