@@ -8,6 +8,7 @@ torch studies); this module imports no torch.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -19,9 +20,16 @@ from optuna_dashboard import save_note
 from hpsearch import interrupts
 from hpsearch.study import FINISHED
 
-# report(epoch, value, train_loss, seconds): called by a trainer after each epoch; raises
-# optuna.TrialPruned when the pruner stops the trial.
-Report = Callable[[int, float, float, float], None]
+
+class Report(Protocol):
+    """What a trainer tells the run about its trial."""
+
+    def __call__(self, epoch: int, value: float, train_loss: float, seconds: float) -> None:
+        """After each epoch; raises optuna.TrialPruned when the pruner stops the trial."""
+
+    def batch(self, what: str, done: int, total: int) -> None:
+        """May be called as a pass starts (``done`` 0) and after each of its batches, for
+        progress within a long epoch (``hpsearch.train.OnBatch``); cheap enough for every batch."""
 
 
 class Trainer(Protocol):
@@ -69,10 +77,15 @@ def make_objective(cfg, trainer: Trainer, progress) -> Callable[[optuna.Trial], 
                 trial.report(value, epoch)
                 facts["epoch_seconds"].append(seconds)
                 progress.epoch(trial, epoch, value, train_loss, seconds)
-                prune = trial.should_prune()
+                # A trial that has run all its epochs is complete: pruning it at the last one
+                # would store a finished training as "pruned" and drop its value.
+                prune = epoch < cfg.epochs and trial.should_prune()
             if prune:
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
+        # An attribute of report, not another argument: a trainer that only reports epochs
+        # (tests/bookkeeping_study.py) keeps its signature.
+        report.batch = functools.partial(progress.batch, trial.number)
         with interrupts.allowed():
             return trainer(trial, params, seed, report, facts)
 

@@ -4,7 +4,8 @@ Data is already on the device (``hpsearch.data``); a batch is a slice of an on-d
 permutation, augmented on the device, so the loop launches kernels and never waits for
 the device, except once per epoch, when the training loss and the validation metric come
 back to the host together and are handed to ``on_epoch`` (where the runner reports to the
-pruner).
+pruner). ``on_batch`` hears of each batch from a host-side counter, so progress within a long
+epoch costs no sync either.
 
 The task (``hpsearch.tasks``: classify or denoise) gives the batch loss, the validation
 metric and its direction.
@@ -24,6 +25,9 @@ from torch import nn
 from hpsearch import tasks
 from hpsearch.data import SearchData, Split
 from hpsearch.recipe import Recipe
+
+# on_batch(what, done, total): ``done`` of the ``total`` batches of the pass ``what`` are launched.
+OnBatch = Callable[[str, int, int], None]
 
 
 class Diverged(Exception):
@@ -116,7 +120,9 @@ def _l2_penalty(model: nn.Module, recipe: Recipe, batch_size: int) -> torch.Tens
     return recipe.l2_lambda / (2 * batch_size) * sum(m.weight.pow(2).sum() for m in linears)
 
 
-def _train_epoch(model, train: Split, recipe: Recipe, batch_loss, optimizer, scheduler, generator) -> torch.Tensor:
+def _train_epoch(
+    model, train: Split, recipe: Recipe, batch_loss, optimizer, scheduler, generator, on_batch: OnBatch, what: str
+) -> torch.Tensor:
     """One pass over a fresh permutation; returns the mean training loss as a device scalar."""
     n = len(train)
     batch_size = min(recipe.batch_size, n)
@@ -124,6 +130,7 @@ def _train_epoch(model, train: Split, recipe: Recipe, batch_loss, optimizer, sch
     order = torch.randperm(n, device=train.x.device, generator=generator)
     loss_sum = torch.zeros((), device=train.x.device)
     model.train()
+    on_batch(what, 0, steps)
     for step in range(steps):
         idx = order[step * batch_size : (step + 1) * batch_size]
         x = train.x[idx]
@@ -136,30 +143,49 @@ def _train_epoch(model, train: Split, recipe: Recipe, batch_loss, optimizer, sch
         if scheduler is not None:
             scheduler.step()
         loss_sum += loss.detach()
+        # Counts batches launched, not finished: on a GPU the host runs ahead by at most the
+        # launch queue, and waiting for the device here would cost the sync this loop avoids.
+        on_batch(what, step + 1, steps)
     return loss_sum / steps
 
 
-def _pretrain_autoencoder(model: nn.Module, data: SearchData, recipe: Recipe, generator: torch.Generator) -> None:
+def _pretrain_autoencoder(
+    model: nn.Module, data: SearchData, recipe: Recipe, generator: torch.Generator, on_batch: OnBatch
+) -> None:
     """Stage 1 of report 000: train ``model.reconstruct`` (encoder + decoder) on MSE."""
     params = list(model.encoder.parameters()) + list(model.decoder.parameters())
     optimizer = _optimizer(replace(recipe, lr=recipe.pretrain_lr), params, data.train.x.device)
     for epoch in range(1, recipe.pretrain_epochs + 1):
         loss = _train_epoch(
-            model, data.train, recipe, lambda x, y: F.mse_loss(model.reconstruct(x), x), optimizer, None, generator
+            model,
+            data.train,
+            recipe,
+            lambda x, y: F.mse_loss(model.reconstruct(x), x),
+            optimizer,
+            None,
+            generator,
+            on_batch,
+            f"pre-training epoch {epoch}/{recipe.pretrain_epochs}",
         )
         if not math.isfinite(loss.item()):  # one sync per pre-training epoch
             raise Diverged(epoch, "autoencoder pre-training")
 
 
 def fit(
-    model: nn.Module, data: SearchData, recipe: Recipe, on_epoch: Callable[[EpochResult], None] = lambda r: None
+    model: nn.Module,
+    data: SearchData,
+    recipe: Recipe,
+    on_epoch: Callable[[EpochResult], None] = lambda r: None,
+    on_batch: OnBatch = lambda what, done, total: None,
 ) -> FitResult:
     """Train ``model`` (already on the data's device) by ``recipe``; return the best epoch.
 
     The metric is the recipe's task's (``hpsearch.tasks``): validation accuracy, maximised,
     or validation MSE, minimised. ``on_epoch`` is called after each epoch and may raise to stop
-    training (the runner raises ``optuna.TrialPruned``). Raises ``Diverged`` at the end of
-    the first epoch whose training loss or validation outputs are not finite.
+    training (the runner raises ``optuna.TrialPruned``). ``on_batch(what, done, total)`` is
+    called as each pass starts (``done`` 0) and after each of its batches, ``what`` naming the
+    pass (``"epoch 2/20"``); it runs once per batch, so it must be cheap. Raises ``Diverged``
+    at the end of the first epoch whose training loss or validation outputs are not finite.
     """
     device = data.train.x.device
     if data.train.x.dim() == 4:
@@ -168,7 +194,7 @@ def fit(
         model.to(memory_format=torch.channels_last)
     generator = torch.Generator(device=device).manual_seed(recipe.seed)
     if recipe.pretrain_epochs:
-        _pretrain_autoencoder(model, data, recipe, generator)
+        _pretrain_autoencoder(model, data, recipe, generator, on_batch)
 
     task = tasks.get(recipe.task)
     task_loss = task.batch_loss(model, recipe.loss, len(data.classes), recipe.noise_sigma, generator)
@@ -185,7 +211,17 @@ def fit(
     result = FitResult(best_value=task.worst(), best_epoch=0)
     for epoch in range(1, recipe.epochs + 1):
         started = time.perf_counter()
-        mean_loss = _train_epoch(model, data.train, recipe, batch_loss, optimizer, scheduler, generator)
+        mean_loss = _train_epoch(
+            model,
+            data.train,
+            recipe,
+            batch_loss,
+            optimizer,
+            scheduler,
+            generator,
+            on_batch,
+            f"epoch {epoch}/{recipe.epochs}",
+        )
         total, non_finite = evaluate(model, data.val, recipe)
         # The one host sync of the epoch.
         mean_loss, total, non_finite = torch.stack([mean_loss.double(), total, non_finite.double()]).tolist()

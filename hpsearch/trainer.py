@@ -77,6 +77,7 @@ class TorchTrainer:
                 self.data,
                 spec.recipe(params, epochs=cfg.epochs, seed=seed),
                 lambda r: report(r.epoch, r.value, r.train_loss, r.seconds),
+                report.batch,
             )
         except Diverged as exc:
             raise optuna.TrialPruned(f"diverged: {exc}") from None
