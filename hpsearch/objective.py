@@ -67,8 +67,11 @@ def make_objective(cfg, trainer: Trainer, progress) -> Callable[[optuna.Trial], 
         if len(ahead) >= cfg.trials:
             raise Surplus(f"surplus: {len(ahead)} earlier trials already fill the study's {cfg.trials}")
         params = spec.space(trial)
-        # Without --seed each trial draws its own; either way it is stored, for reruns.
-        seed = cfg.seed + trial.number if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
+        # Without --seed each trial draws its own; either way it is stored, for reruns. A trial
+        # that redoes an interrupted or dead one (Optuna's retry copies its user attrs) keeps its seed.
+        seed = trial.user_attrs.get("seed")
+        if seed is None:
+            seed = cfg.seed + trial.number if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
         trial.set_user_attr("seed", seed)
         progress.start(trial)
 

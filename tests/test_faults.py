@@ -156,6 +156,7 @@ def test_kill_9_mid_trial_fails_and_retries_it_and_still_finishes_exactly_n(any_
     retried = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim]
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
     assert retried[0].params == trials[victim].params
+    assert retried[0].user_attrs["seed"] == trials[victim].user_attrs["seed"]  # an exact redo
 
 
 @pytest.mark.parametrize(
@@ -190,6 +191,7 @@ def test_a_signal_mid_trial_exits_in_seconds_and_a_rerun_continues_to_n(signum, 
     retried = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim]
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
     assert retried[0].params == trials[victim].params
+    assert retried[0].user_attrs["seed"] == trials[victim].user_attrs["seed"]  # an exact redo
 
 
 def test_sigterm_reaches_every_worker_of_jobs(slow_fashion, tmp_path):
