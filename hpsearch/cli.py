@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpsearch import __version__, interrupts
 from hpsearch.algorithms import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 from hpsearch.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, StudyAborted, Terminated, UsageError
+
+if TYPE_CHECKING:
+    from hpsearch.spec import StudySpec
+
+# What a shell reports for a Unix tool that SIGPIPE killed (128 + 13), as `cat file | head -1`
+# leaves it: the reader went away, which is no error of this command's, so no message, but
+# `set -o pipefail` scripts still learn that the output was cut short.
+EXIT_BROKEN_PIPE = 141
+STUDY_HELP = "a study name from 'hpsearch list', or a study file: a path ending in .py"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,6 +46,25 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{value} must be greater than 0")
     return value
+
+
+class _HelpWithStudy(argparse.Action):
+    """-h/--help that, after STUDY (``run STUDY --help``), also shows that study's parameters:
+    argparse has stored the positionals before an option that follows them."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from hpsearch import registry
+
+        study = getattr(namespace, "study", None)
+        spec = registry.get(study) if study else None  # an unknown study: one line, exit 2
+        parser.print_help()
+        if spec is not None:
+            print()
+            print(study_details(spec))
+        parser.exit()
 
 
 def _storage_options(p: argparse.ArgumentParser, artifacts: bool = False) -> None:
@@ -75,8 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="search a study until it holds --trials finished trials",
         description="Search STUDY until the stored study holds N finished (complete or pruned) "
         "trials; rerunning continues where an interrupted run stopped.",
+        add_help=False,
     )
-    run.add_argument("study", metavar="STUDY", help="a study name from 'hpsearch list'")
+    run.add_argument(
+        "-h", "--help", action=_HelpWithStudy, help="show this help and exit; after STUDY, also its parameters"
+    )
+    run.add_argument("study", metavar="STUDY", help=STUDY_HELP)
     run.add_argument(
         "--trials",
         type=_positive_int,
@@ -102,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         dest="fixed",
-        help="fix a parameter instead of searching it (repeatable)",
+        help="fix a parameter instead of searching it (repeatable); 'hpsearch list STUDY' shows them",
     )
     run.add_argument(
         "--jobs",
@@ -126,10 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
         "dead (its worker was killed) and is failed and retried (default: 60)",
     )
 
-    sub.add_parser("list", help="list the registered studies")
+    listing = sub.add_parser(
+        "list",
+        help="list the registered studies, or one study's parameters",
+        description="Without STUDY: one line per packaged study. With STUDY: its search space (each "
+        "parameter's range or choices, log scale, baseline value and the choices it depends on) "
+        "and its fixed training settings.",
+    )
+    listing.add_argument("study", metavar="STUDY", nargs="?", help=STUDY_HELP)
 
     show = sub.add_parser("show", help="trial counts, best value and top trials of a stored study")
-    show.add_argument("study", metavar="STUDY", help="a study name from 'hpsearch list'")
+    show.add_argument("study", metavar="STUDY", help=STUDY_HELP)
     _storage_options(show)
     show.add_argument(
         "--top", type=_positive_int, default=10, metavar="K", help="rows in the table of best trials (default: 10)"
@@ -141,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a self-describing checkpoint (loads with torch.load(weights_only=True)) "
         "of the best trial, or of --trial N, from its stored weights or retrained.",
     )
-    export.add_argument("study", metavar="STUDY", help="a study name from 'hpsearch list'")
+    export.add_argument("study", metavar="STUDY", help=STUDY_HELP)
     export.add_argument("--out", required=True, metavar="PATH", help="checkpoint file to write")
     export.add_argument("--trial", type=int, metavar="N", help="trial number (default: the best trial)")
     export.add_argument(
@@ -178,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=_positive_int, default=8080, help="port (default: 8080)")
 
     report = sub.add_parser("report", help="one self-contained HTML page of plotly figures for a study")
-    report.add_argument("study", metavar="STUDY", help="a study name from 'hpsearch list'")
+    report.add_argument("study", metavar="STUDY", help=STUDY_HELP)
     report.add_argument("--out", required=True, metavar="PATH", help="HTML file to write")
     _storage_options(report)
     return parser
@@ -221,6 +262,9 @@ def cmd_run(args) -> int | None:
 def cmd_list(args) -> None:
     from hpsearch import registry
 
+    if args.study:
+        print(study_details(registry.get(args.study)))
+        return
     rows = [("study", "dataset", "model family", "metric", "direction", "epochs")]
     rows += [
         (s.name, s.dataset, s.model_family, s.metric, s.direction, str(s.max_epochs))
@@ -238,7 +282,7 @@ def cmd_show(args) -> None:
 
     spec = registry.get(args.study)
     url = storage.resolve_url(args.storage)
-    study = open_study(spec, url, args.study_name or spec.name)
+    study = open_study(spec, url, args.study_name or spec.name, run_as=args.study)
     trials = study.get_trials(deepcopy=False)
     order = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
     counts = ", ".join(f"{state.name} {sum(t.state == state for t in trials)}" for state in order)
@@ -269,6 +313,50 @@ def cmd_show(args) -> None:
     print(_table(rows))
 
 
+def study_details(spec: StudySpec) -> str:
+    """What ``hpsearch list STUDY`` and ``hpsearch run STUDY --help`` say about a study."""
+    from hpsearch import space
+    from hpsearch.progress import format_value
+
+    rows = [("parameter", "values", "baseline", "only when")]
+    for param in space.parameters(spec.space):
+        when = " and ".join(
+            f"{name}={_alternatives([format_value(v) for v in values])}" for name, values in param.only_when.items()
+        )
+        baseline = format_value(spec.baseline[param.name]) if param.name in spec.baseline else "-"
+        rows.append((param.name, _values(param.distribution), baseline, when))
+    fixed = ", ".join(f"{k}={format_value(v)}" for k, v in spec.training_fixed.items())
+    return "\n".join(
+        [
+            f"{spec.name}: {spec.description}",
+            f"{spec.direction} {spec.metric}; data {spec.dataset}; model {spec.model_family}; "
+            f"up to {spec.max_epochs} epochs a trial (--epochs)",
+            "parameters (--set NAME=VALUE fixes one; the baseline is trial 0 of a new study):",
+            _table(rows),
+            *([f"fixed training settings: {fixed}"] if fixed else []),
+            f"baseline: {spec.baseline_source}",
+        ]
+    )
+
+
+def _values(dist) -> str:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from hpsearch.progress import format_value
+
+    if isinstance(dist, CategoricalDistribution):
+        return " | ".join(format_value(c) for c in dist.choices)
+    kind = "float" if isinstance(dist, FloatDistribution) else "int"
+    text = f"{kind} {format_value(dist.low)} .. {format_value(dist.high)}"
+    if dist.step is not None and dist.step != 1:
+        text += f" step {format_value(dist.step)}"
+    return text + (", log" if dist.log else "")
+
+
+def _alternatives(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
 def _table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
@@ -280,7 +368,7 @@ def cmd_export(args) -> None:
 
     spec = registry.get(args.study)
     url = storage.resolve_url(args.storage)
-    study = open_study(spec, url, args.study_name or spec.name)
+    study = open_study(spec, url, args.study_name or spec.name, run_as=args.study)
     device = runner.resolve_device(args.device)
     root = locations.data_dir(args.data_dir)
     search_data = None
@@ -322,7 +410,7 @@ def cmd_report(args) -> None:
     from hpsearch.study import open_study
 
     spec = registry.get(args.study)
-    study = open_study(spec, storage.resolve_url(args.storage), args.study_name or spec.name)
+    study = open_study(spec, storage.resolve_url(args.storage), args.study_name or spec.name, run_as=args.study)
     path = report.write_report(study, spec, Path(args.out))
     print(f"wrote {path}")
 
@@ -350,7 +438,26 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (docker stop, kill, a batch scheduler) ends a run the way Ctrl-C does.
     with interrupts.installed():
-        return _main(argv)
+        try:
+            try:
+                return _main(argv)
+            finally:
+                # Output into a pipe waits in a buffer: a reader that has gone (`| head -1`)
+                # shows here, where it can be handled, not at exit as an ignored exception.
+                sys.stdout.flush()
+        except BrokenPipeError:
+            _discard_stdout()
+            return EXIT_BROKEN_PIPE
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing what is left at exit cannot fail again
+    (the recipe in Python's documentation of SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -12,22 +12,29 @@ import importlib
 import importlib.util
 import pkgutil
 import sys
+import traceback
 from pathlib import Path
 
 import studies
-from hpsearch.errors import UsageError
+from hpsearch.errors import UsageError, first_line
 from hpsearch.spec import StudySpec
 
 
 def all_specs() -> dict[str, StudySpec]:
-    specs: dict[str, StudySpec] = {}
+    return {name: spec for name, (spec, _) in _packaged().items()}
+
+
+def _packaged() -> dict[str, tuple[StudySpec, Path]]:
+    """Each packaged study by name, with the file that declares it."""
+    found: dict[str, tuple[StudySpec, Path]] = {}
     for module_info in sorted(pkgutil.iter_modules(studies.__path__), key=lambda m: m.name):
-        spec = getattr(importlib.import_module(f"studies.{module_info.name}"), "SPEC", None)
+        module = importlib.import_module(f"studies.{module_info.name}")
+        spec = getattr(module, "SPEC", None)
         if isinstance(spec, StudySpec):
-            if spec.name in specs:
+            if spec.name in found:
                 raise RuntimeError(f"two study files declare the name {spec.name!r}")
-            specs[spec.name] = spec
-    return specs
+            found[spec.name] = spec, Path(module.__file__).resolve()
+    return found
 
 
 def get(name: str) -> StudySpec:
@@ -40,6 +47,8 @@ def get(name: str) -> StudySpec:
         return specs[name]
     near = difflib.get_close_matches(name, specs, n=2, cutoff=0.5)
     hint = f"did you mean {' or '.join(repr(n) for n in near)}? " if near else ""
+    if not near and Path(f"{name}.py").is_file():
+        hint = f"did you mean the study file '{name}.py'? "
     raise UsageError(f"unknown study {name!r}; {hint}'hpsearch list' shows the {len(specs)} studies")
 
 
@@ -53,8 +62,34 @@ def _from_file(path: Path) -> StudySpec:
         loader = importlib.util.spec_from_file_location(module_name, resolved)
         module = importlib.util.module_from_spec(loader)
         sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
-        loader.loader.exec_module(module)
+        try:
+            loader.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[module_name]  # a fixed file is read afresh, not this half-run module
+            raise UsageError(f"study file {str(path)!r} fails{_line_in(resolved, exc)}: {_what(exc)}") from None
     spec = getattr(module, "SPEC", None)
     if not isinstance(spec, StudySpec):
         raise UsageError(f"study file {str(path)!r} defines no SPEC = StudySpec(...)")
+    packaged = _packaged().get(spec.name)
+    # The stored study is found by this name: sharing a packaged study's would mix both
+    # studies' trials in one storage. The packaged file itself, given by path, is that study.
+    if packaged and packaged[1] != resolved:
+        raise UsageError(
+            f"study file {str(path)!r} names its SPEC {spec.name!r}, the name of the packaged study in "
+            f"studies/{packaged[1].name}; give it a name of its own"
+        )
     return spec
+
+
+def _line_in(file: Path, exc: Exception) -> str:
+    """`` at line N`` of ``file`` where ``exc`` was raised in it (the last such frame), else ''."""
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return f" at line {exc.lineno}"
+    lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__) if Path(frame.filename) == file]
+    return f" at line {lines[-1]}" if lines else ""
+
+
+def _what(exc: Exception) -> str:
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg}"
+    return f"{type(exc).__name__}: {first_line(exc)}"

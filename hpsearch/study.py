@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 
 import optuna
@@ -23,15 +24,17 @@ def open_study(
     sampler: optuna.samplers.BaseSampler | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
     heartbeat: int = HEARTBEAT_SECONDS,
+    run_as: str | None = None,
 ) -> optuna.Study:
-    """Load the study (or create it when ``create``), refusing one made for another metric."""
+    """Load the study (or create it when ``create``), refusing one made for another metric.
+    ``run_as`` is how the user named the study (a study file's path), for the hint to start it."""
     storage = open_storage(storage_url, heartbeat)
     try:
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
         if not create:
             raise UsageError(
-                f"no study {study_name!r} in {mask(storage_url)}; start one with 'hpsearch run {spec.name}'"
+                f"no study {study_name!r} in {mask(storage_url)}; start one with 'hpsearch run {run_as or spec.name}'"
             ) from None
         study_id = None
     if study_id is not None:
@@ -54,6 +57,11 @@ def open_study(
     if study_id is None:
         for key, value in {"hpsearch_study": spec.name, "metric": spec.metric, "dataset": spec.dataset}.items():
             study.set_user_attr(key, value)
+    if create and study.metric_names != [spec.metric]:  # studies made before the name was set get it too
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # optuna-dashboard and optuna.visualization call the value "Objective 0" without it.
+            study.set_metric_names([spec.metric])
     return study
 
 

@@ -118,3 +118,69 @@ def test_a_plain_install_works_outside_the_checkout(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0].startswith(str(target))
     assert "fashion-lenet" in proc.stdout
+
+
+def _parameter_rows(text: str) -> dict[str, list[str]]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["parameter", "values"])
+    rows = {}
+    for line in lines[start + 1 :]:
+        if line.startswith(("fixed training settings:", "baseline:")):
+            break
+        rows[line.split()[0]] = line.split()
+    return rows
+
+
+def test_run_study_help_lists_its_parameters_with_ranges_and_conditions(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "fashion-lenet", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--trials" in out  # the options first
+    rows = _parameter_rows(out)
+    assert rows["lr"] == ["lr", "float", "0.0001", "..", "0.1,", "log", "0.001"]
+    assert rows["activation"] == ["activation", "tanh", "|", "relu", "|", "leaky_relu", "leaky_relu"]
+    assert rows["momentum"] == ["momentum", "float", "0", "..", "0.99", "-", "optimizer=sgd"]
+    assert rows["lr_step_size"][-1] == "step_lr=True"
+    # `hpsearch list STUDY` says the same.
+    assert main(["list", "fashion-lenet"]) == 0
+    assert _parameter_rows(capsys.readouterr().out) == rows
+
+
+def test_list_study_shows_the_fixed_training_settings(capsys):
+    assert main(["list", "cifar10-mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "fixed training settings: optimizer=adam, l2_layers=3" in out
+    assert " ".join(_parameter_rows(out)["width5"]).endswith("32 hidden_layers=5, 6 or 7")
+
+
+STUDY_FILE = Path(__file__).with_name("bookkeeping_study.py")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["list"], ["list", "fashion-lenet"], ["run", "fashion-lenet", "--help"], ["show", str(STUDY_FILE)]],
+    ids=["list", "list-study", "run-help", "show"],
+)
+def test_a_reader_that_went_away_ends_the_command_quietly(command, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    if command[0] == "show":
+        assert hpsearch("run", STUDY_FILE, "--trials", "2", "--storage", url) == 0
+        command = [*command, "--storage", url]
+    # The read end is closed before the command starts, so its first write must fail, as
+    # `hpsearch show STUDY | head -1` fails once head has gone.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "hpsearch", *command],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.stderr == ""
+    assert proc.returncode == 141  # what a shell reports for a tool that SIGPIPE ended

@@ -47,3 +47,21 @@ def test_every_baseline_is_inside_its_space(name):
 def test_small_integer_ranges_are_walked_like_choices():
     found = space.distributions(registry.get("cifar10-mlp").space)  # hidden_layers 4..7 decides width5..7
     assert {f"width{i}" for i in range(1, 8)} <= set(found)
+
+
+def test_each_parameter_says_which_choices_it_is_suggested_under():
+    params = {p.name: p for p in space.parameters(SPEC.space)}
+    assert params["momentum"].only_when == {"optimizer": ("sgd",)}
+    assert params["lr_gamma"].only_when == {"step_lr": (True,)}
+    assert params["lr"].only_when == {} and params["optimizer"].only_when == {}
+    denoise = {p.name: p.only_when for p in space.parameters(registry.get("mnist-denoise").space)}
+    assert denoise["code"] == {"arch": ("linear", "mlp")}
+    mlp = {p.name: p.only_when for p in space.parameters(registry.get("cifar10-mlp").space)}
+    assert mlp["width5"] == {"hidden_layers": (5, 6, 7)} and mlp["width7"] == {"hidden_layers": (7,)}
+
+
+def test_parameters_come_in_the_order_the_study_file_suggests_them():
+    # The walk finds conditional parameters last; the listing must still read like the file.
+    names = [p.name for p in space.parameters(SPEC.space)]
+    assert names[names.index("l2") :] == ["l2", "weight_decay", "momentum", "step_lr", "lr_step_size", "lr_gamma"]
+    assert list(space.distributions(SPEC.space)) == names

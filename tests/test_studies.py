@@ -145,3 +145,62 @@ def test_every_searched_parameter_reaches_the_model_or_the_training(name):
         spec.model(params)
         unused = set(params) - params.read - set(spec.training_params)
         assert not unused, f"searched but never applied: {sorted(unused)}"
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_study() -> str:
+    """The example study file of README's "Your own study", so that the example is run."""
+    section = README.read_text().split("## Your own study", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_a_study_file_from_anywhere_runs_and_is_found_again_by_its_path(fashion_root, tmp_path, monkeypatch, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "my_study.py").write_text(_readme_study())
+    monkeypatch.chdir(mine)  # the path as a user types it, relative to where they are
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    run = "run my_study.py --trials 2 --epochs 1 --subset 300 --seed 0 --storage"
+    assert hpsearch(run, url, "--data-dir", fashion_root) == 0
+    study = optuna.load_study(study_name="my-fc", storage=url)  # stored under SPEC's name
+    assert study.trials[0].params == {"lr": 1e-3, "batch_size": 100, "hidden": 512}
+    capsys.readouterr()
+
+    monkeypatch.chdir(tmp_path)
+    assert hpsearch("show mine/my_study.py --storage", url) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("study my-fc (my-fc)") and "trials: 2 (" in out
+    assert hpsearch("export mine/my_study.py --out best.pt --storage", url, "--data-dir", fashion_root) == 0
+    assert (tmp_path / "best.pt").is_file()
+    assert hpsearch("list mine/my_study.py") == 0
+    assert "hidden      int 64 .. 2048, log" in capsys.readouterr().out
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    assert hpsearch("show mine/my_study.py --storage", empty) == 2  # the hint names the file, not "run my-fc"
+    assert "start one with 'hpsearch run mine/my_study.py'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        (None, "no study file"),
+        ("X = 1\n", "defines no SPEC"),
+        ((STUDIES / "fashion_fc.py").read_text(), "the name of the packaged study in studies/fashion_fc.py"),
+        ("SPEC = (\n", "at line 1: SyntaxError"),
+        ("import math\n\nmath.sqrt(-1)\n", "at line 3: ValueError: math domain error"),
+    ],
+    ids=["missing", "no-spec", "packaged-name", "syntax", "raises"],
+)
+def test_a_bad_study_file_is_one_line_and_exit_2(text, words, tmp_path, capsys):
+    path = tmp_path / "my_study.py"
+    if text is not None:
+        path.write_text(text)
+    for command in ("run", "list", "show", "export", "report"):
+        extra = {"run": ["--trials", "1"], "export": ["--out", "x.pt"], "report": ["--out", "x.html"]}.get(command, [])
+        db = tmp_path / "study.db"
+        assert main([command, str(path), *extra, *(["--storage", f"sqlite:///{db}"] if command != "list" else [])]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert err.startswith("hpsearch: error: ") and words in err, err
+        assert not db.exists()
