@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from plotly.offline import get_plotlyjs
 
 from hpsearch.atomic import replacing
+from hpsearch.notes import importance_caveat
 from hpsearch.spec import StudySpec
 from hpsearch.study import best_trial
 
@@ -36,6 +37,7 @@ body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1300px
 h1 { margin-bottom: .2em; } section { margin-top: 2em; }
 table { border-collapse: collapse; } th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
 td.differs { background: #fff3c4; } .note { color: #555; font-style: italic; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(400px, 1fr)); gap: .5em; }
 """
 
 
@@ -65,8 +67,7 @@ def _page(study: optuna.Study, spec: StudySpec) -> str:
         ),
         "importances": _importances(study, metric),
         "parallel": _figure(vis.plot_parallel_coordinate(study, target_name=metric)),
-        # Optuna gives each parameter's slice 300 px: wide figures scroll instead of squeezing.
-        "slices": f'<div style="overflow-x: auto">{_figure(vis.plot_slice(study, target_name=metric))}</div>',
+        "slices": _slices(study, metric),
         "best-vs-baseline": _best_vs_baseline(study, spec),
     }
     sections = "\n".join(
@@ -80,9 +81,19 @@ def _page(study: optuna.Study, spec: StudySpec) -> str:
     )
 
 
-def _figure(fig) -> str:
+def _figure(fig, height: str = "480px") -> str:
     """The figure as a <div> and a script that draws it with the page's one plotly.js."""
-    return fig.to_html(full_html=False, include_plotlyjs=False, default_height="480px")
+    return fig.to_html(full_html=False, include_plotlyjs=False, default_height=height)
+
+
+def _slices(study: optuna.Study, metric: str) -> str:
+    """One small slice plot per parameter, in a grid that wraps to the page's width (Optuna's
+    single figure puts every parameter side by side and scrolls sideways)."""
+    names = sorted({name for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) for name in t.params})
+    if not names:
+        return _figure(vis.plot_slice(study, target_name=metric))
+    cells = (_figure(vis.plot_slice(study, params=[name], target_name=metric), height="340px") for name in names)
+    return '<div class="grid">' + "".join(f"<div>{cell}</div>" for cell in cells) + "</div>"
 
 
 def _header(study: optuna.Study, spec: StudySpec) -> str:
@@ -130,7 +141,8 @@ def _importances(study: optuna.Study, metric: str) -> str:
                 return _note(
                     "Importances cannot be computed yet: with these trials no parameter stands out from the others."
                 )
-            return _figure(vis.plot_param_importances(study, evaluator=evaluator, target_name=metric))
+            figure = _figure(vis.plot_param_importances(study, evaluator=evaluator, target_name=metric))
+            return _note(importance_caveat(len(complete))) + figure
     except (ValueError, RuntimeError) as exc:
         return _note(f"Importances cannot be computed: {exc}")
 
@@ -162,6 +174,16 @@ def _best_vs_baseline(study: optuna.Study, spec: StudySpec) -> str:
         f"<tr><th>{html.escape(spec.metric)} in this study</th>" + "".join(f"<td>{v}</td>" for v in values) + "</tr>"
     )
     best_head = f"best trial {best.number}" if best else "best trial (none complete yet)"
+    if best and baseline_trial and best.number == baseline_trial.number:
+        verdict = f"The baseline is still the best trial (trial {best.number}): no searched trial has beaten it yet."
+        return (
+            f"<p>Baseline: {html.escape(spec.baseline_source)}.</p>\n{_note(verdict)}\n"
+            f"<table><tr><th>parameter</th><th>{best_head}, the baseline</th></tr>"
+            + "".join(
+                f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in best_params.items()
+            )
+            + f"<tr><th>{html.escape(spec.metric)} in this study</th><td>{values[0]}</td></tr></table>"
+        )
     return (
         f"<p>Baseline: {html.escape(spec.baseline_source)}. Highlighted cells differ.</p>\n"
         f"<table><tr><th>parameter</th><th>{best_head}</th><th>baseline</th></tr>{''.join(rows)}</table>"

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import interrupts
 from hpsearch.errors import StorageLost, StudyAborted
+from hpsearch.notes import StudyNote
 from hpsearch.objective import Surplus, TrialOutOfMemory
 from hpsearch.storage import MAX_RETRY, STORAGE_ERRORS, describe_error, mask
 from hpsearch.study import FINISHED, count_finished, state_counts
@@ -68,7 +69,7 @@ def search(cfg, study: optuna.Study, objective: Callable[[optuna.Trial], float],
 
 
 def _loop(cfg, study: optuna.Study, objective, progress) -> None:
-    stop = StopAfterFailures()
+    stop, note = StopAfterFailures(), StudyNote(cfg.spec)
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
     while stop.count < stop.limit and (deadline is None or time.monotonic() < deadline):
         counts = state_counts(study)
@@ -86,7 +87,11 @@ def _loop(cfg, study: optuna.Study, objective, progress) -> None:
         progress.current = None  # set by the objective once Optuna has given it a trial
         try:
             study.optimize(
-                objective, n_trials=1, catch=(Exception,), callbacks=[stop, progress.trial_done], gc_after_trial=False
+                objective,
+                n_trials=1,
+                catch=(Exception,),
+                callbacks=[stop, note, progress.trial_done],
+                gc_after_trial=False,
             )
         except KeyboardInterrupt:
             _requeue(study, progress.current)

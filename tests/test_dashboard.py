@@ -20,6 +20,7 @@ import torch
 from browser import render
 from invoke import hpsearch
 from optuna.artifacts import get_all_artifact_meta
+from optuna.trial import TrialState
 from PIL import Image
 from processes import interruptible
 
@@ -137,6 +138,10 @@ def test_api_serves_the_study_its_trials_and_the_best_trials_weights(server, stu
 
     detail = get_json(server.port, f"/api/studies/{study_id}?after=0")
     assert detail["name"] == "fashion-lenet"
+    assert detail["objective_names"] == ["val_accuracy"]  # the dashboard's label, instead of "Objective 0"
+    complete = sum(t.state == TrialState.COMPLETE for t in study.trials)
+    assert f"Parameter importances rest on {complete} complete trial" in detail["note"]["body"]
+    assert "too few to trust" in detail["note"]["body"]
     served = {t["number"]: t for t in detail["trials"]}
     assert sorted(served) == [0, 1, 2] == [t.number for t in study.trials]
     for trial in study.trials:

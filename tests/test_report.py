@@ -26,7 +26,7 @@ PLOTLY_BANNER = "* plotly.js v"  # the first line of the library's licence comme
 
 
 @pytest.fixture(scope="module")
-def study(fashion_root, tmp_path_factory) -> optuna.Study:
+def study_url(fashion_root, tmp_path_factory) -> str:
     """Four complete trials of the real search on synthetic data (about 10 s on 2 CPU
     cores). No pruner: importances need at least two complete trials."""
     url = f"sqlite:///{tmp_path_factory.mktemp('report') / 'study.db'}"
@@ -42,7 +42,12 @@ def study(fashion_root, tmp_path_factory) -> optuna.Study:
             )
             == 0
         )
-    return open_study(SPEC, url, "fashion-lenet")
+    return url
+
+
+@pytest.fixture(scope="module")
+def study(study_url) -> optuna.Study:
+    return open_study(SPEC, study_url, "fashion-lenet")
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +62,18 @@ def sections(page: str) -> dict[str, str]:
     return dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', page, flags=re.S))
 
 
-def test_report_has_every_section_and_plotly_once(report):
+def figures_in(sid: str, study: optuna.Study) -> int:
+    """Figures a section holds: a slice per parameter of the complete trials, else one."""
+    return len({name for t in study.trials for name in t.params}) if sid == "slices" else 1
+
+
+def test_report_has_every_section_and_plotly_once(report, study):
     page = report.read_text(encoding="utf-8")
     assert list(sections(page)) == list(SECTIONS)
     assert page.count(PLOTLY_BANNER) == 1  # inlined once, in <head>
     assert not re.search(r"<script[^>]*\bsrc=", page)  # works offline: no script is fetched
     for sid in FIGURES:
-        assert sections(page)[sid].count('class="plotly-graph-div"') == 1, sid
+        assert sections(page)[sid].count('class="plotly-graph-div"') == figures_in(sid, study), sid
     assert [p.name for p in report.parent.iterdir()] == ["report.html"]  # no temporary file left
 
 
@@ -76,8 +86,17 @@ def test_header_counts_trials_and_names_the_best(report, study):
     assert '<td class="metric">val_accuracy</td>' in page and '<td class="direction">maximize</td>' in page
 
 
-def test_table_puts_best_params_beside_the_baseline(report, study):
-    table = sections(report.read_text(encoding="utf-8"))["best-vs-baseline"]
+def stand_in_study(best: int) -> optuna.Study:
+    """Three trials of fashion-lenet's space, the baseline first, trial ``best`` scoring 0.9."""
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial(SPEC.baseline, user_attrs={"baseline": SPEC.baseline_source})
+    study.optimize(lambda trial: SPEC.space(trial) and (0.9 if trial.number == best else 0.5), n_trials=3)
+    return study
+
+
+def test_table_puts_best_params_beside_the_baseline(tmp_path):
+    study = stand_in_study(best=2)
+    table = sections(write_report(study, SPEC, tmp_path / "r.html").read_text(encoding="utf-8"))["best-vs-baseline"]
     assert html.escape(SPEC.baseline_source) in table
     best = study.best_trial
     assert f"best trial {best.number}" in table
@@ -88,6 +107,21 @@ def test_table_puts_best_params_beside_the_baseline(report, study):
         assert cells[0] == html.escape(str(best.params.get(name, "—"))), name
     for name, value in best.params.items():  # conditional parameters the baseline lacks too
         assert re.findall(r"<td[^>]*>([^<]*)</td>", rows[name])[0] == html.escape(str(value)), name
+
+
+def test_importances_say_how_many_trials_they_rest_on(report, study):
+    part = sections(report.read_text(encoding="utf-8"))["importances"]
+    assert "plotly-graph-div" in part
+    assert f"rest on {len(study.trials)} complete trials: too few to trust" in part
+
+
+def test_a_baseline_that_is_still_the_best_is_said_so(tmp_path):
+    study = stand_in_study(best=0)
+    table = sections(write_report(study, SPEC, tmp_path / "r.html").read_text(encoding="utf-8"))["best-vs-baseline"]
+    assert "The baseline is still the best trial (trial 0)" in table
+    assert "Highlighted cells differ" not in table and "best trial 0</th><th>baseline" not in table
+    rows = dict(re.findall(r"<tr><th>([^<]+)</th>(.*?)</tr>", table))
+    assert all(html.escape(str(v)) in rows[k] for k, v in study.trials[0].params.items())
 
 
 def test_importances_become_a_sentence_when_they_cannot_be_computed(tmp_path):
@@ -119,14 +153,17 @@ def test_a_failed_write_leaves_the_old_report_and_no_temporary_file(study, tmp_p
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
 
 
-def test_chromium_renders_every_figure(report, tmp_path):
+def test_chromium_renders_every_figure(report, study, tmp_path):
     png = tmp_path / "report.png"
     dom = render(report.as_uri(), png, width=1400, height=3000, wait_ms=10000)
     rendered = sections(dom)
     assert list(rendered) == list(SECTIONS), "Chromium printed no rendered page"
     for sid in FIGURES:  # plotly.js replaced each figure's empty div by a drawn plot
-        assert rendered[sid].count('class="plot-container plotly"') == 1, sid
+        assert rendered[sid].count('class="plot-container plotly"') == figures_in(sid, study), sid
         assert 'class="main-svg"' in rendered[sid], sid
+    # Every slice fits the 1400 px window, laid out in rows instead of one figure scrolling sideways.
+    widths = [int(w) for w in re.findall(r'<svg class="main-svg"[^>]*? width="(\d+)"', rendered["slices"])]
+    assert len(widths) >= figures_in("slices", study) and max(widths) <= 700, widths
 
     assert png.stat().st_size > 20_000
     with Image.open(png) as image:
@@ -134,8 +171,8 @@ def test_chromium_renders_every_figure(report, tmp_path):
     assert colours is None or len(colours) > 100  # lines, text and shading, not a blank page
 
 
-def test_the_report_command_writes_the_page(study, tmp_path, capsys):
-    url = study._storage._backend.url  # the fixture's SQLite file
+def test_the_report_command_writes_the_page(study_url, tmp_path, capsys):
+    url = study_url
     out = tmp_path / "sub" / "report.html"
     assert main(["report", "fashion-lenet", "--storage", url, "--out", str(out)]) == 0
     assert f"wrote {out}" in capsys.readouterr().out

@@ -1,0 +1,45 @@
+"""The Markdown notes optuna-dashboard shows beside a study, and what they say about the
+parameter importances it draws."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from optuna_dashboard import save_note
+
+from hpsearch.spec import StudySpec
+
+# Optuna's PedAnovaImportanceEvaluator (the evaluator of the report and of optuna-dashboard)
+# wants at least 5 trials above its target quantile of 10 %: 50 complete trials.
+IMPORTANCE_MIN_COMPLETE = 50
+
+
+def importance_caveat(complete: int) -> str:
+    """One sentence on how many complete trials the importances rest on; a warning below
+    ``IMPORTANCE_MIN_COMPLETE``."""
+    said = f"Parameter importances rest on {complete} complete trial{'' if complete == 1 else 's'}"
+    if complete < IMPORTANCE_MIN_COMPLETE:
+        return f"{said}: too few to trust, they settle from about {IMPORTANCE_MIN_COMPLETE} on."
+    return f"{said}."
+
+
+class StudyNote:
+    """An Optuna callback that writes the study's note: what is searched, and the
+    importance caveat while it changes. After ``IMPORTANCE_MIN_COMPLETE`` complete trials
+    each worker writes it once more and then leaves it, so a long study pays nothing."""
+
+    def __init__(self, spec: StudySpec):
+        self.spec, self.settled = spec, False
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.settled or trial.state != TrialState.COMPLETE:
+            return
+        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        self.settled = complete >= IMPORTANCE_MIN_COMPLETE
+        spec = self.spec
+        save_note(
+            study,
+            f"**{spec.name}**: {spec.description}\n\n"
+            f"- {spec.direction} `{spec.metric}`; baseline (trial 0): {spec.baseline_source}\n"
+            f"- {importance_caveat(complete)}\n",
+        )
