@@ -21,7 +21,9 @@ from hpsearch.study import FINISHED, best_trial, count_finished
 
 PIPED_TICK_SECONDS = 10.0  # within an epoch, at most one line this often into a pipe or file
 TTY_TICK_SECONDS = 0.5  # and a terminal's line redrawn this often
-ESTIMATE_AFTER = 3  # trials this worker finishes before it estimates the rest of the run
+# Trials this worker finishes before it estimates the rest of the run: on a CPU the first
+# trial alone can take ten minutes, and the user should hear of hours before that is lost.
+ESTIMATE_AFTER = 1
 LONG_RUN_SECONDS = 30 * 60  # an estimate beyond this comes with the flags that shorten a run
 
 
