@@ -69,7 +69,7 @@ if [ "$LOCAL_BASE" = 1 ]; then
         [ -f /etc/pip.conf ] && cp /etc/pip.conf "$ROOTFS/etc/pip.conf"
         tar -C "$ROOTFS" -c . | engine import \
             --change 'ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-            - "$BASE" > /dev/null
+            - "$BASE" > /dev/null 2> "$WORK/import.log" || { cat "$WORK/import.log"; exit 1; }
         rm -rf "$ROOTFS"
     fi
     BUILD_ARGS=(--build-arg "BASE=$BASE" --network host)
