@@ -10,6 +10,7 @@ it; ``stored_weights`` tells whether the file is still there.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -72,5 +73,7 @@ def offer(
             artifact_store=store, file_path=str(path), study_or_trial=trial, mimetype="application/octet-stream"
         )
     for _, artifact_id in kept[keep - 1 :]:
-        store.remove(artifact_id)
+        # Another worker that pushed the same trial out may have removed its file first.
+        with contextlib.suppress(ArtifactNotFound):
+            store.remove(artifact_id)
     return True

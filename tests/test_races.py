@@ -243,3 +243,39 @@ def test_sigterm_while_jobs_starts_its_workers_reaches_every_worker(tmp_path):
     trials = optuna.load_study(study_name="bookkeeping", storage=url).get_trials()
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) < 400
+
+
+def test_two_workers_removing_the_same_pushed_out_weights_is_no_error(tmp_path, monkeypatch):
+    """Two workers each push trial 0's weights out of the top 1, and both remove its file.
+    Forced: the other worker's removal lands between this worker's check of the file and its
+    own removal. The second removal finds nothing, and that fails no trial."""
+    import torch
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from hpsearch import weights
+
+    store = FileSystemArtifactStore(str(tmp_path / "artifacts"))
+    (tmp_path / "artifacts").mkdir()
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")  # no heartbeat: ask and tell here
+    study = optuna.create_study(storage=storage, direction="maximize")
+    state = {"w": torch.zeros(2)}
+    first = study.ask()
+    assert weights.offer(first, 0.5, state, store, keep=1)
+    study.tell(first, 0.5)
+
+    checked = weights._exists
+
+    def removed_elsewhere_after_the_check(store_, artifact_id):
+        found = checked(store_, artifact_id)
+        if found:
+            store_.remove(artifact_id)  # the other worker, pushing trial 0 out as well
+        return found
+
+    monkeypatch.setattr(weights, "_exists", removed_elsewhere_after_the_check)
+    second = study.ask()
+    assert weights.offer(second, 0.9, state, store, keep=1)
+    study.tell(second, 0.9)
+    monkeypatch.undo()
+    trials = study.get_trials()
+    assert weights.stored_weights(trials[0], store, storage) is None
+    assert torch.equal(weights.stored_weights(trials[1], store, storage)["w"], state["w"])
