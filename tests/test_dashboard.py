@@ -18,7 +18,7 @@ import optuna
 import pytest
 import torch
 from browser import render
-from invoke import hpsearch
+from invoke import hpsearch, stored_study
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from PIL import Image
@@ -94,21 +94,9 @@ def get_json(port: int, path: str):
 def study_url(fashion_root, tmp_path_factory) -> str:
     """Three trials of the real search on synthetic data (about 10 s on 2 CPU cores); the
     complete one keeps its weights in the artifact store beside the SQLite file."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'study.db'}"
-    with pytest.MonkeyPatch.context() as mp:  # module scope: conftest's per-test isolation is not active yet
-        mp.setenv("HPSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        mp.delenv("HPSEARCH_STORAGE", raising=False)
-        mp.delenv("HPSEARCH_ARTIFACTS", raising=False)
-        assert (
-            hpsearch(
-                "run fashion-lenet --trials 3 --epochs 1 --subset 300 --seed 0 --storage",
-                url,
-                "--data-dir",
-                fashion_root,
-            )
-            == 0
-        )
-    return url
+    return stored_study(
+        tmp_path_factory, fashion_root, "dashboard", "run fashion-lenet --trials 3 --epochs 1 --subset 300 --seed 0"
+    )
 
 
 @pytest.fixture(scope="module")

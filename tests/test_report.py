@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 from browser import render
-from invoke import hpsearch
+from invoke import hpsearch, stored_study
 from optuna.trial import TrialState
 from PIL import Image
 
@@ -29,20 +29,12 @@ PLOTLY_BANNER = "* plotly.js v"  # the first line of the library's licence comme
 def study_url(fashion_root, tmp_path_factory) -> str:
     """Four complete trials of the real search on synthetic data (about 10 s on 2 CPU
     cores). No pruner: importances need at least two complete trials."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('report') / 'study.db'}"
-    with pytest.MonkeyPatch.context() as mp:  # module scope: conftest's per-test isolation is not active yet
-        mp.setenv("HPSEARCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        mp.delenv("HPSEARCH_STORAGE", raising=False)
-        assert (
-            hpsearch(
-                "run fashion-lenet --trials 4 --epochs 2 --subset 300 --seed 0 --pruner none --storage",
-                url,
-                "--data-dir",
-                fashion_root,
-            )
-            == 0
-        )
-    return url
+    return stored_study(
+        tmp_path_factory,
+        fashion_root,
+        "report",
+        "run fashion-lenet --trials 4 --epochs 2 --subset 300 --seed 0 --pruner none",
+    )
 
 
 @pytest.fixture(scope="module")
