@@ -316,7 +316,7 @@ def cmd_show(args) -> None:
 def study_details(spec: StudySpec) -> str:
     """What ``hpsearch list STUDY`` and ``hpsearch run STUDY --help`` say about a study."""
     from hpsearch import space
-    from hpsearch.progress import format_value
+    from hpsearch.progress import format_value, plural
 
     rows = [("parameter", "values", "baseline", "only when")]
     for param in space.parameters(spec.space):
@@ -330,7 +330,7 @@ def study_details(spec: StudySpec) -> str:
         [
             f"{spec.name}: {spec.description}",
             f"{spec.direction} {spec.metric}; data {spec.dataset}; model {spec.model_family}; "
-            f"up to {spec.max_epochs} epochs a trial (--epochs)",
+            f"up to {plural(spec.max_epochs, 'epoch')} a trial (--epochs)",
             "parameters (--set NAME=VALUE fixes one; the baseline is trial 0 of a new study):",
             _table(rows),
             *([f"fixed training settings: {fixed}"] if fixed else []),
