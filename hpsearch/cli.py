@@ -95,6 +95,17 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _replicate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=_positive_int, default=3, metavar="S", help="seeds per configuration (default: 3)")
+    _storage_options(p, artifacts=True)
+    _data_options(p)
+    p.add_argument(
+        "--subset", type=_positive_int, metavar="N", help="only the first N training examples (as the search used)"
+    )
+    p.add_argument("--jobs", type=_positive_int, default=1, metavar="K", help="worker processes (default: 1)")
+    p.add_argument("--heartbeat", type=_positive_int, metavar="SECONDS", help="as for 'run' (default: 60)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hpsearch", description="Optuna hyperparameter searches for PyTorch image models.")
     parser.add_argument("--version", action="version", version=f"hpsearch {__version__}")
@@ -159,6 +170,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between a running trial's heartbeats; a trial silent for 3 of them counts as "
         "dead (its worker was killed) and is failed and retried (default: 60)",
     )
+
+    confirm = sub.add_parser(
+        "confirm",
+        help="train the best trials again with new seeds; name the best mean",
+        description="Train each of the K best complete trials (and any --trial N) again with S new seeds, at "
+        "its own epoch budget and unpruned, in the sibling study STUDY:replicates; print single-run value and "
+        "mean ± std over seeds, and store the confirmed best (the best mean), which 'export' then exports. "
+        "Rerunning continues; replicates already stored are not trained again.",
+    )
+    confirm.add_argument("study", metavar="STUDY", help=STUDY_HELP)
+    confirm.add_argument(
+        "--top", type=_positive_int, metavar="K", help="the K best complete trials (default: 3, or 0 with --trial)"
+    )
+    confirm.add_argument(
+        "--trial",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="also this trial (repeatable; 0 is the baseline)",
+    )
+    _replicate_options(confirm)
+
+    ablate = sub.add_parser(
+        "ablate",
+        help="the ablation path from the baseline to the confirmed best, over seeds",
+        description="From the baseline (trial 0, the report's configuration) to the confirmed best (or --to "
+        "TRIAL): each round switches each remaining difference alone, trains each candidate with S seeds and "
+        "keeps the one that gains most (--method path), or reverts each difference of the best alone "
+        "(--method leave-one-out). Prints the cost first; rerunning continues.",
+    )
+    ablate.add_argument("study", metavar="STUDY", help=STUDY_HELP)
+    ablate.add_argument("--to", type=int, metavar="TRIAL", help="the target trial (default: the confirmed best)")
+    ablate.add_argument("--method", choices=("path", "leave-one-out"), default="path", help="default: path")
+    _replicate_options(ablate)
 
     listing = sub.add_parser(
         "list",
@@ -225,42 +271,85 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_run(args) -> int | None:
-    from hpsearch import locations, registry, runner, space, storage, workers
+def _run_config(args, spec, trials: int):
+    """The run's settings from the options that ``run``, ``confirm`` and ``ablate`` share."""
+    from hpsearch import locations, runner, space, storage, workers
 
-    spec = registry.get(args.study)
-    fixed = space.parse_fixed(args.fixed, spec.space, spec.name)
     url = storage.resolve_url(args.storage)
-    cfg = runner.RunConfig(
+    keep = getattr(args, "keep_weights", None)
+    return runner.RunConfig(
         spec=spec,
-        trials=args.trials,
+        trials=trials,
         storage_url=url,
         study_name=args.study_name or spec.name,
-        epochs=args.epochs or spec.max_epochs,
-        sampler=args.sampler,
-        pruner=args.pruner,
+        epochs=getattr(args, "epochs", None) or spec.max_epochs,
+        sampler=getattr(args, "sampler", DEFAULT_SAMPLER),
+        pruner=getattr(args, "pruner", DEFAULT_PRUNER),
         # A study with its own trainer trains no torch model: no device, and no torch import.
         device=runner.resolve_device(args.device) if spec.trainer is None else None,
         data_root=locations.data_dir(args.data_dir),
-        seed=args.seed,
+        seed=getattr(args, "seed", None),
         subset=args.subset,
-        timeout=args.timeout,
-        fixed=fixed,
+        timeout=getattr(args, "timeout", None),
+        fixed=space.parse_fixed(getattr(args, "fixed", []), spec.space, spec.name),
         train_csv=Path(args.train_csv) if args.train_csv else None,
         artifacts=storage.artifacts_dir(url, args.artifacts),
-        keep_weights=runner.DEFAULT_KEEP if args.keep_weights is None else max(0, args.keep_weights),
+        keep_weights=runner.DEFAULT_KEEP if keep is None else max(0, keep),
         heartbeat=args.heartbeat or storage.HEARTBEAT_SECONDS,
         jobs=args.jobs,
         worker=workers.worker_index() or 0,
     )
+
+
+def cmd_run(args) -> int | None:
+    from hpsearch import registry, runner, workers
+
+    cfg = _run_config(args, registry.get(args.study), args.trials)
     if args.jobs > 1 and workers.worker_index() is None:
         return workers.launch(cfg, args.argv)
     runner.run(cfg)
     return None
 
 
+def _replicate_run(args, keep_weights: bool):
+    """The search study and the settings of ``confirm`` / ``ablate``; None in a worker of
+    ``--jobs``, which has trained the waiting replicates by then."""
+    from hpsearch import registry, replicates, workers
+    from hpsearch.study import open_study
+
+    spec = registry.get(args.study)
+    cfg = _run_config(args, spec, trials=1)
+    study = open_study(spec, cfg.storage_url, cfg.study_name, run_as=args.study)
+    if workers.worker_index() is not None:
+        replicates.drain(cfg, keep_weights=keep_weights)
+        return None
+    return cfg, study
+
+
+def cmd_confirm(args) -> None:
+    from hpsearch import confirm
+
+    opened = _replicate_run(args, keep_weights=True)
+    if opened is not None:
+        cfg, study = opened
+        top = args.top if args.top is not None else (0 if args.trial else 3)
+        trials = confirm.select(study, cfg.spec, top, args.trial)
+        confirm.confirm(cfg, study, trials, args.seeds, args.argv)
+
+
+def cmd_ablate(args) -> None:
+    from hpsearch import ablation
+
+    opened = _replicate_run(args, keep_weights=False)
+    if opened is not None:
+        cfg, study = opened
+        baseline, target = ablation.endpoints(cfg.spec, study, args.to, sys.stdout)
+        ablation.ablate(cfg, study, baseline, target, method=args.method, seeds=args.seeds, argv=args.argv)
+
+
 def cmd_list(args) -> None:
     from hpsearch import registry
+    from hpsearch.progress import format_table
 
     if args.study:
         print(study_details(registry.get(args.study)))
@@ -270,14 +359,14 @@ def cmd_list(args) -> None:
         (s.name, s.dataset, s.model_family, s.metric, s.direction, str(s.max_epochs))
         for s in registry.all_specs().values()
     ]
-    print(_table(rows))
+    print(format_table(rows))
 
 
 def cmd_show(args) -> None:
     from optuna.trial import TrialState
 
     from hpsearch import registry, storage
-    from hpsearch.progress import format_value
+    from hpsearch.progress import format_table, format_value
     from hpsearch.study import open_study
 
     spec = registry.get(args.study)
@@ -310,13 +399,13 @@ def cmd_show(args) -> None:
             )
         )
     print(f"top {len(ranked)}:")
-    print(_table(rows))
+    print(format_table(rows))
 
 
 def study_details(spec: StudySpec) -> str:
     """What ``hpsearch list STUDY`` and ``hpsearch run STUDY --help`` say about a study."""
     from hpsearch import space
-    from hpsearch.progress import format_value, plural
+    from hpsearch.progress import format_table, format_value, plural
 
     rows = [("parameter", "values", "baseline", "only when")]
     for param in space.parameters(spec.space):
@@ -332,7 +421,7 @@ def study_details(spec: StudySpec) -> str:
             f"{spec.direction} {spec.metric}; data {spec.dataset}; model {spec.model_family}; "
             f"up to {plural(spec.max_epochs, 'epoch')} a trial (--epochs)",
             "parameters (--set NAME=VALUE fixes one; the baseline is trial 0 of a new study):",
-            _table(rows),
+            format_table(rows),
             *([f"fixed training settings: {fixed}"] if fixed else []),
             f"baseline: {spec.baseline_source}",
         ]
@@ -355,11 +444,6 @@ def _values(dist) -> str:
 
 def _alternatives(words: list[str]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
-
-
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def cmd_export(args) -> None:
@@ -427,6 +511,8 @@ def cmd_dashboard(args) -> None:
 COMMANDS = {
     "dashboard": cmd_dashboard,
     "run": cmd_run,
+    "confirm": cmd_confirm,
+    "ablate": cmd_ablate,
     "list": cmd_list,
     "show": cmd_show,
     "export": cmd_export,

@@ -3,6 +3,7 @@ from a checkpoint alone to a test score."""
 
 from __future__ import annotations
 
+import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -14,9 +15,10 @@ from optuna.trial import TrialState
 
 import models
 from hpsearch import checkpoint as ckpt
+from hpsearch import confirm, tasks, weights
 from hpsearch import data as datasets
-from hpsearch import tasks, weights
 from hpsearch.errors import UsageError
+from hpsearch.progress import format_spread
 from hpsearch.spec import StudySpec
 from hpsearch.storage import artifact_store, open_storage
 from hpsearch.train import fit
@@ -95,11 +97,24 @@ def export(
     checkpoint is also scored on the dataset's official test split there.
     """
     device = torch.device(device)
+    out_stream = stdout or sys.stdout
+    confirmation = confirm.stored(study) if trial_number is None else None
+    if confirmation is not None:
+        trial_number = confirmation["best"]
+        row = next(r for r in confirmation["rows"] if r["trial"] == trial_number)
+        print(
+            f"exporting trial {trial_number}, the confirmed best: {spec.metric} {format_spread(row)} over "
+            f"{row['n']} seeds (its single run: {row['value']:.4f})",
+            file=out_stream,
+        )
+    elif trial_number is None:
+        print("exporting the best single trial: not confirmed over seeds yet ('hpsearch confirm')", file=out_stream)
     trial = pick_trial(study, trial_number)
+    store, storage = artifact_store(store_dir), open_storage(storage_url)
     if retrain_on is not None:
         state = retrain(spec, trial, retrain_on, device, stdout)
     else:
-        state = weights.stored_weights(trial, artifact_store(store_dir), open_storage(storage_url))
+        state = weights.stored_weights(trial, store, storage)
         if state is None:
             raise UsageError(
                 f"trial {trial.number} kept no weights in {store_dir} (only the best few trials keep them): "
@@ -117,18 +132,50 @@ def export(
     )
     if retrain_on is not None:
         checkpoint["retrained_on"] = "train+validation"
+    test_metric = tasks.get(spec.task).test_metric
     if score_root is not None:
-        value, _ = ckpt.score(
-            checkpoint, ckpt.rebuild(checkpoint), datasets.read(spec.dataset, "test", score_root), device
-        )
-        checkpoint["metrics"][tasks.get(spec.task).test_metric] = value
+        test = datasets.read(spec.dataset, "test", score_root)
+        checkpoint["metrics"][test_metric] = ckpt.score(checkpoint, ckpt.rebuild(checkpoint), test, device)[0]
+        seeds = _score_replicates(spec, study.study_name, storage, store, trial, checkpoint, test, device)
+        if seeds is not None:
+            checkpoint["seeds"] = seeds
+            print(
+                f"{test_metric} of the {seeds['n']} seeds' weights: {format_spread(seeds)}"
+                f" (seeds {', '.join(map(str, seeds['seeds']))}); the exported weights: "
+                f"{checkpoint['metrics'][test_metric]:.4f}",
+                file=out_stream,
+            )
     ckpt.save(checkpoint, out)
     print(
         f"wrote {out}: trial {trial.number} of {study.study_name}, "
         + ", ".join(f"{k} {v:.4f}" for k, v in checkpoint["metrics"].items() if v is not None),
-        file=stdout or sys.stdout,
+        file=out_stream,
     )
     return checkpoint
+
+
+def _score_replicates(spec, study_name, storage, store, trial, checkpoint, test, device) -> dict | None:
+    """The test metric of each replicate of ``trial`` (``hpsearch confirm``) that kept its
+    weights: mean, std, n, seeds and values; None where there is no such replicate."""
+    from hpsearch import replicates
+
+    try:
+        rstudy = optuna.load_study(study_name=replicates.study_name(study_name), storage=storage)
+    except KeyError:
+        return None
+    values, seeds = [], []
+    for replicate in replicates.complete_replicates(rstudy, replicates.of_trial(spec, trial)):
+        state = weights.stored_weights(replicate, store, storage)
+        if state is None:
+            continue
+        model = models.create(replicate.user_attrs["model"], **replicate.user_attrs["model_kwargs"])
+        model.load_state_dict(state)
+        values.append(ckpt.score(checkpoint, model.eval(), test, device)[0])
+        seeds.append(replicate.user_attrs["seed"])
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return {"mean": statistics.fmean(values), "std": std, "n": len(values), "seeds": seeds, "values": values}
 
 
 def evaluate(

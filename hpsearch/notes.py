@@ -7,6 +7,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import save_note
 
+from hpsearch.progress import format_spread
 from hpsearch.spec import StudySpec
 
 # Optuna's PedAnovaImportanceEvaluator (the evaluator of the report and of optuna-dashboard)
@@ -36,10 +37,50 @@ class StudyNote:
             return
         complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         self.settled = complete >= IMPORTANCE_MIN_COMPLETE
-        spec = self.spec
-        save_note(
-            study,
-            f"**{spec.name}**: {spec.description}\n\n"
-            f"- {spec.direction} `{spec.metric}`; baseline (trial 0): {spec.baseline_source}\n"
-            f"- {importance_caveat(complete)}\n",
-        )
+        write(self.spec, study, complete)
+
+
+def write(spec: StudySpec, study: optuna.Study, complete: int | None = None) -> None:
+    """Write the study's note: the search, and the confirmation and ablation where stored."""
+    if complete is None:
+        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    attrs = study.user_attrs
+    parts = [
+        f"**{spec.name}**: {spec.description}\n\n"
+        f"- {spec.direction} `{spec.metric}`; baseline (trial 0): {spec.baseline_source}\n"
+        f"- {importance_caveat(complete)}\n"
+    ]
+    if attrs.get("confirmation", {}).get("rows"):
+        parts.append(_confirmation(attrs["confirmation"]))
+    if attrs.get("ablation"):
+        parts.append(_ablation(attrs["ablation"]))
+    save_note(study, "\n".join(parts))
+
+
+def _confirmation(confirmation: dict) -> str:
+    lines = [
+        f"### Confirmed over seeds: best trial {confirmation['best']}",
+        "",
+        "| trial | single run | mean ± std | seeds | differs from the baseline |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['trial']} | {r['value']:.4f} | {format_spread(r)} | {r['n']} | {r['differs']} |"
+        for r in confirmation["rows"]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _ablation(ablation: dict) -> str:
+    lines = [
+        f"### Ablation ({ablation['method']}) from trial {ablation['baseline']} to trial {ablation['target']}, "
+        f"{ablation['seeds']} seeds",
+        "",
+        "| step | parameter | from -> to | mean ± std | gain | share |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(ablation["steps"]):
+        gain = "" if r["gain"] is None else f"{r['gain']:+.4f}"
+        share = "" if r["share"] is None else f"{100 * r['share']:.0f} %"
+        lines.append(f"| {i} | {r['parameter']} | {r['change']} | {format_spread(r)} | {gain} | {share} |")
+    return "\n".join(lines) + "\n"

@@ -38,10 +38,10 @@ class Trainer(Protocol):
     summary: str
 
     def __call__(
-        self, trial: optuna.Trial, params: dict[str, Any], seed: int, report: Report, facts: dict[str, Any]
+        self, trial: optuna.Trial, params: dict[str, Any], seed: int, epochs: int, report: Report, facts: dict[str, Any]
     ) -> float:
-        """Train with ``params`` and ``seed``, calling ``report`` after every epoch; return the
-        best epoch's metric. May set user attributes (``model``, ``best_epoch``, ...) and put
+        """Train with ``params`` and ``seed`` for ``epochs`` epochs, calling ``report`` after
+        every epoch; return the best epoch's metric. May set user attributes (``model``, ``best_epoch``, ...) and put
         ``model_text`` and ``weights_kept`` into ``facts`` for the note."""
 
 
@@ -53,12 +53,11 @@ class TrialOutOfMemory(Exception):
     """A trial ran out of device (or host) memory; its memory has been released."""
 
 
-def make_objective(cfg, trainer: Trainer, progress) -> Callable[[optuna.Trial], float]:
-    """The objective for ``optuna.Study.optimize``. Signals are taken only while the trainer
-    runs (``interrupts.allowed``); the bookkeeping before and after it runs to its end."""
-    spec = cfg.spec
+def within_n(cfg) -> Callable[[optuna.Trial], None]:
+    """The admission of a search trial: it runs only while fewer than ``cfg.trials`` earlier
+    trials are finished or running, else it gives way (Surplus)."""
 
-    def run_trial(trial: optuna.Trial, facts: dict[str, Any]) -> float:
+    def admit(trial: optuna.Trial) -> None:
         ahead = [
             t
             for t in trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
@@ -66,6 +65,25 @@ def make_objective(cfg, trainer: Trainer, progress) -> Callable[[optuna.Trial], 
         ]
         if len(ahead) >= cfg.trials:
             raise Surplus(f"surplus: {len(ahead)} earlier trials already fill the study's {cfg.trials}")
+
+    return admit
+
+
+def make_objective(
+    cfg, trainer: Trainer, progress, admit: Callable[[optuna.Trial], None] | None = None
+) -> Callable[[optuna.Trial], float]:
+    """The objective for ``optuna.Study.optimize``. ``admit(trial)`` raises Surplus for a
+    trial that must not run (default: ``within_n``). A trial trains for its ``epochs`` user
+    attribute when it was enqueued with one (a replicate), else for ``cfg.epochs``; either
+    way the attribute is stored. Signals are taken only while the trainer runs
+    (``interrupts.allowed``); the bookkeeping before and after it runs to its end."""
+    spec = cfg.spec
+    admit = admit or within_n(cfg)
+
+    def run_trial(trial: optuna.Trial, facts: dict[str, Any]) -> float:
+        admit(trial)
+        epochs = trial.user_attrs.get("epochs", cfg.epochs)
+        trial.set_user_attr("epochs", epochs)
         params = spec.space(trial)
         # Without --seed each trial draws its own; either way it is stored, for reruns. A trial
         # that redoes an interrupted or dead one (Optuna's retry copies its user attrs) keeps its seed.
@@ -82,7 +100,7 @@ def make_objective(cfg, trainer: Trainer, progress) -> Callable[[optuna.Trial], 
                 progress.epoch(trial, epoch, value, train_loss, seconds)
                 # A trial that has run all its epochs is complete: pruning it at the last one
                 # would store a finished training as "pruned" and drop its value.
-                prune = epoch < cfg.epochs and trial.should_prune()
+                prune = epoch < epochs and trial.should_prune()
             if prune:
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
@@ -90,7 +108,7 @@ def make_objective(cfg, trainer: Trainer, progress) -> Callable[[optuna.Trial], 
         # (tests/bookkeeping_study.py) keeps its signature.
         report.batch = functools.partial(progress.batch, trial.number)
         with interrupts.allowed():
-            return trainer(trial, params, seed, report, facts)
+            return trainer(trial, params, seed, epochs, report, facts)
 
     def objective(trial: optuna.Trial) -> float:
         progress.current = trial.number

@@ -35,6 +35,21 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+def format_spread(stats: dict, digits: int = 4) -> str:
+    """``mean ± std`` of a dict with ``mean`` and ``std`` (None below two values): ``-``
+    without a mean, the mean alone without a std."""
+    if stats.get("mean") is None:
+        return "-"
+    std = stats.get("std")
+    return f"{stats['mean']:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def format_table(rows: list[tuple[str, ...]]) -> str:
+    """Rows of cells as aligned text columns; the first row is the heading."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
 def format_duration(seconds: float) -> str:
     """``42s``, ``3m04s``, ``48m``, ``2h10m``: seconds only where they are a real part of it."""
     seconds = max(0, round(seconds))

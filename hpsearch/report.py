@@ -15,11 +15,13 @@ from typing import Any
 
 import optuna
 import optuna.visualization as vis
+import plotly.graph_objects as go
 from optuna.trial import TrialState
 from plotly.offline import get_plotlyjs
 
 from hpsearch.atomic import replacing
 from hpsearch.notes import importance_caveat
+from hpsearch.progress import format_spread
 from hpsearch.spec import StudySpec
 from hpsearch.study import best_trial
 
@@ -30,6 +32,8 @@ SECTIONS = {
     "parallel": "Parallel coordinates",
     "slices": "Slices",
     "best-vs-baseline": "Best trial vs the report's baseline",
+    "confirmation": "Confirmed over seeds",
+    "ablation": "Ablation path from the baseline",
 }
 
 _STYLE = """
@@ -69,6 +73,8 @@ def _page(study: optuna.Study, spec: StudySpec) -> str:
         "parallel": _figure(vis.plot_parallel_coordinate(study, target_name=metric)),
         "slices": _slices(study, metric),
         "best-vs-baseline": _best_vs_baseline(study, spec),
+        "confirmation": _confirmation(study, metric),
+        "ablation": _ablation(study, spec),
     }
     sections = "\n".join(
         f'<section id="{sid}"><h2>{html.escape(SECTIONS[sid])}</h2>\n{body}\n</section>' for sid, body in bodies.items()
@@ -145,6 +151,78 @@ def _importances(study: optuna.Study, metric: str) -> str:
             return _note(importance_caveat(len(complete))) + figure
     except (ValueError, RuntimeError) as exc:
         return _note(f"Importances cannot be computed: {exc}")
+
+
+def _confirmation(study: optuna.Study, metric: str) -> str:
+    confirmation = study.user_attrs.get("confirmation")
+    if not confirmation or not confirmation.get("rows"):
+        return _note("Not confirmed yet: 'hpsearch confirm STUDY --top K --seeds S' trains the best trials again.")
+    rows = confirmation["rows"]
+    labels = [f"trial {r['trial']}" for r in rows]
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=labels,
+                y=[r["mean"] for r in rows],
+                error_y={"type": "data", "array": [r["std"] or 0 for r in rows]},
+                name="mean ± std over seeds",
+                text=[f"n={r['n']}" for r in rows],
+            ),
+            go.Scatter(x=labels, y=[r["value"] for r in rows], mode="markers", name="single search run"),
+        ]
+    )
+    low = min(min(r["value"] for r in rows), min(r["mean"] - (r["std"] or 0) for r in rows))
+    high = max(max(r["value"] for r in rows), max(r["mean"] + (r["std"] or 0) for r in rows))
+    pad = (high - low) * 0.3 or 0.01
+    fig.update_layout(yaxis_title=f"{metric} (validation)", yaxis_range=[low - pad, high + pad])
+    verdict = f"Confirmed best: trial {confirmation['best']} (the best mean over its seeds)."
+    return _note(verdict) + _figure(fig, height="420px")
+
+
+def _ablation(study: optuna.Study, spec: StudySpec) -> str:
+    ablation = study.user_attrs.get("ablation")
+    reference = ""
+    if spec.reference_ablation:
+        cells = "".join(
+            f"<tr><td>{html.escape(label)}</td><td>{value:.4g}</td></tr>" for label, value in spec.reference_ablation
+        )
+        reference = (
+            f"<div><h3>{html.escape(spec.reference_label)}</h3><table><tr><th>change</th><th>value</th></tr>{cells}"
+            "</table></div>"
+        )
+    if not ablation:
+        text = _note("No ablation yet: 'hpsearch ablate STUDY' measures which differences carry the gain.")
+        return text + (f'<div class="grid">{reference}</div>' if reference else "")
+    steps = ablation["steps"]
+    fig = go.Figure(
+        go.Scatter(
+            x=[f"{i}: {r['parameter']}" for i, r in enumerate(steps)],
+            y=[r["mean"] for r in steps],
+            error_y={"type": "data", "array": [r["std"] or 0 for r in steps]},
+            mode="lines+markers",
+            name="mean ± std",
+        )
+    )
+    fig.update_layout(yaxis_title=f"{spec.metric} (validation)", xaxis_title=f"step ({ablation['method']})")
+    rows = "".join(
+        f"<tr><td>{i}</td><td>{html.escape(r['parameter'])}</td><td>{html.escape(r['change'])}</td>"
+        f"<td>{format_spread(r)}</td><td>{_signed(r['gain'])}</td><td>{_percent(r['share'])}</td></tr>"
+        for i, r in enumerate(steps)
+    )
+    ours = (
+        f"<div><h3>hpsearch (validation, {ablation['seeds']} seeds)</h3><table><tr><th>step</th><th>parameter</th>"
+        f"<th>from → to</th><th>mean ± std</th><th>gain</th><th>share</th></tr>{rows}</table></div>"
+    )
+    skipped = _note("Skipped: " + "; ".join(ablation["skipped"])) if ablation["skipped"] else ""
+    return _figure(fig, height="420px") + skipped + f'<div class="grid">{ours}{reference}</div>'
+
+
+def _signed(value: float | None) -> str:
+    return "" if value is None else f"{value:+.4f}"
+
+
+def _percent(share: float | None) -> str:
+    return "" if share is None else f"{100 * share:.0f} %"
 
 
 def _note(text: str) -> str:

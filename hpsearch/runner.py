@@ -16,6 +16,7 @@ import optuna
 
 from hpsearch.algorithms import make_pruner, make_sampler
 from hpsearch.errors import UsageError
+from hpsearch.notes import StudyNote
 from hpsearch.objective import Trainer, make_objective
 from hpsearch.progress import Progress
 from hpsearch.search import search
@@ -110,5 +111,5 @@ def run(cfg: RunConfig, out: TextIO | None = None) -> optuna.Study:
     trainer, study = prepare(cfg)
     progress = Progress(cfg, out)
     progress.header(study, trainer.summary)
-    search(cfg, study, make_objective(cfg, trainer, progress), progress)
+    search(cfg, study, make_objective(cfg, trainer, progress), progress, [StudyNote(cfg.spec)])
     return study

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import optuna
 import sqlalchemy
@@ -24,7 +24,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import interrupts
 from hpsearch.errors import StorageLost, StudyAborted
-from hpsearch.notes import StudyNote
 from hpsearch.objective import Surplus, TrialOutOfMemory
 from hpsearch.storage import MAX_RETRY, STORAGE_ERRORS, describe_error, mask
 from hpsearch.study import FINISHED, count_finished, state_counts
@@ -50,13 +49,20 @@ class StopAfterFailures:
             self.count = 0
 
 
-def search(cfg, study: optuna.Study, objective: Callable[[optuna.Trial], float], progress) -> None:
+def search(
+    cfg,
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    progress,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+) -> None:
     """Run ``objective`` until ``study`` holds ``cfg.trials`` finished trials or ``cfg.timeout``
-    passes. Raises StudyAborted after ``MAX_CONSECUTIVE_FAILURES`` failures in a row, and
-    StorageLost when the database stops answering (finished trials stay as stored)."""
+    passes, calling ``callbacks`` (Optuna's) after each trial. Raises StudyAborted after
+    ``MAX_CONSECUTIVE_FAILURES`` failures in a row, and StorageLost when the database
+    stops answering (finished trials stay as stored)."""
     try:
         with _expected_failures_said_once(), interrupts.deferred():
-            _loop(cfg, study, objective, progress)
+            _loop(cfg, study, objective, progress, callbacks)
     except Exception as exc:
         lost = _storage_error_in(exc)
         if lost is None:
@@ -68,8 +74,8 @@ def search(cfg, study: optuna.Study, objective: Callable[[optuna.Trial], float],
         ) from None
 
 
-def _loop(cfg, study: optuna.Study, objective, progress) -> None:
-    stop, note = StopAfterFailures(), StudyNote(cfg.spec)
+def _loop(cfg, study: optuna.Study, objective, progress, callbacks) -> None:
+    stop = StopAfterFailures()
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
     while stop.count < stop.limit and (deadline is None or time.monotonic() < deadline):
         counts = state_counts(study)
@@ -90,7 +96,7 @@ def _loop(cfg, study: optuna.Study, objective, progress) -> None:
                 objective,
                 n_trials=1,
                 catch=(Exception,),
-                callbacks=[stop, note, progress.trial_done],
+                callbacks=[stop, *callbacks, progress.trial_done],
                 gc_after_trial=False,
             )
         except KeyboardInterrupt:

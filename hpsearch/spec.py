@@ -30,6 +30,10 @@ class StudySpec:
     held out for validation (ignored where the dataset has an official validation split);
     ``standardize=False`` keeps pixels in [0, 1] instead of standardising per channel.
 
+    ``reference_ablation``: the assignment's own one-knob-at-a-time figures, as (change,
+    value) rows, shown in the HTML report beside ``hpsearch ablate``'s path under
+    ``reference_label`` (how they were measured: split and runs).
+
     ``trainer``, when set, replaces all of that: called with the run's settings, it returns
     the ``hpsearch.objective.Trainer`` that trains each trial (``dataset`` and ``model`` then
     go unused). A study with its own trainer runs without torch.
@@ -50,6 +54,8 @@ class StudySpec:
     val_fraction: float = 1 / 6
     standardize: bool = True
     trainer: Callable[[Any], Any] | None = None
+    reference_ablation: tuple[tuple[str, float], ...] = ()
+    reference_label: str = "report (test, 1 run)"
 
     def __post_init__(self):
         try:

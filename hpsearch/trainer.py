@@ -49,10 +49,10 @@ class TorchTrainer:
         self.summary = f"{len(self.data.train)} train / {len(self.data.val)} validation images on {self.device}"
 
     def __call__(
-        self, trial: optuna.Trial, params: dict[str, Any], seed: int, report: Report, facts: dict[str, Any]
+        self, trial: optuna.Trial, params: dict[str, Any], seed: int, epochs: int, report: Report, facts: dict[str, Any]
     ) -> float:
         try:
-            return self._train(trial, params, seed, report, facts)
+            return self._train(trial, params, seed, epochs, report, facts)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -62,7 +62,7 @@ class TorchTrainer:
         release_memory(self.device)
         raise TrialOutOfMemory(message)
 
-    def _train(self, trial, params, seed, report, facts) -> float:
+    def _train(self, trial, params, seed, epochs, report, facts) -> float:
         spec, cfg = self.cfg.spec, self.cfg
         model_name, model_kwargs = spec.model(params)
         trial.set_user_attr("model", model_name)
@@ -75,7 +75,7 @@ class TorchTrainer:
             result = fit(
                 model,
                 self.data,
-                spec.recipe(params, epochs=cfg.epochs, seed=seed),
+                spec.recipe(params, epochs=epochs, seed=seed),
                 lambda r: report(r.epoch, r.value, r.train_loss, r.seconds),
                 report.batch,
             )

@@ -46,17 +46,30 @@ def _gpu_ids(device) -> list[str]:
 
 
 def launch(cfg: runner.RunConfig, argv: list[str]) -> int:
-    """Start ``cfg.jobs`` workers running ``hpsearch`` with ``argv``; return their worst exit status.
+    """Start ``cfg.jobs`` workers running ``hpsearch`` with ``argv``; return their worst exit status."""
+    runner.prepare(cfg, device="cpu")  # one check of data and storage, one study
+    try:
+        codes = spawn(cfg.jobs, cfg.device, argv)
+    finally:  # also after a forwarded Ctrl-C or SIGTERM: what the workers left stored
+        study = open_study(cfg.spec, cfg.storage_url, cfg.study_name)
+        best = best_trial(study)
+        best_text = f"; best {cfg.spec.metric} {best.value:.4f} (trial {best.number})" if best else ""
+        print(f"{cfg.jobs} workers done: {count_finished(study)}/{cfg.trials} trials finished{best_text}", flush=True)
+    return worst(codes)
+
+
+def spawn(jobs: int, device, argv: list[str]) -> list[int]:
+    """Run ``jobs`` workers of ``hpsearch ARGV`` on this host and return their exit statuses.
 
     SIGINT and SIGTERM are forwarded to every worker, once each, also while the workers are
-    being started: then no further worker is started. Workers are born with both signals
+    being started: then no further worker is started, and once they have ended the signal is
+    raised here (Terminated or KeyboardInterrupt). Workers are born with both signals
     blocked (``interrupts.blocked``) and take a forwarded one once their handler is in place.
     """
-    runner.prepare(cfg, device="cpu")  # one check of data and storage, one study
-    gpus = _gpu_ids(cfg.device)
-    threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
+    gpus = _gpu_ids(device)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     print(
-        f"starting {cfg.jobs} workers on {'GPUs ' + ','.join(gpus) if gpus else cfg.device or 'the CPU'}, "
+        f"starting {jobs} workers on {'GPUs ' + ','.join(gpus) if gpus else device or 'the CPU'}, "
         f"{threads} CPU thread(s) each",
         flush=True,
     )
@@ -74,7 +87,7 @@ def launch(cfg: runner.RunConfig, argv: list[str]) -> int:
     previous = {signum: signal.signal(signum, forward) for signum in interrupts.SIGNALS}
     try:
         with interrupts.blocked():
-            for index in range(cfg.jobs):
+            for index in range(jobs):
                 if received:
                     break
                 env = {**os.environ, WORKER_ENV: str(index), "OMP_NUM_THREADS": str(threads)}
@@ -87,12 +100,13 @@ def launch(cfg: runner.RunConfig, argv: list[str]) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    study = open_study(cfg.spec, cfg.storage_url, cfg.study_name)
-    best = best_trial(study)
-    best_text = f"; best {cfg.spec.metric} {best.value:.4f} (trial {best.number})" if best else ""
-    print(f"{cfg.jobs} workers done: {count_finished(study)}/{cfg.trials} trials finished{best_text}", flush=True)
     if EXIT_TERMINATED in codes or signal.SIGTERM in received:
         raise Terminated()
     if EXIT_INTERRUPTED in codes or signal.SIGINT in received:
         raise KeyboardInterrupt
+    return codes
+
+
+def worst(codes: list[int]) -> int:
+    """The exit status that speaks for a set of workers: the largest in magnitude."""
     return max(codes, key=abs)

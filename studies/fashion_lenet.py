@@ -68,6 +68,16 @@ SPEC = StudySpec(
         "l2": False,
         "step_lr": False,
     },
+    # Report 004's one-knob table, each change from its tanh/avg-pool/(6,16,120) base, one run each on test.
+    reference_ablation=(
+        ("base: tanh, avg pool, (6,16,120), Adam 1e-3, batch 100", 0.8924),
+        ("+ BatchNorm", 0.9088),
+        ("+ max pooling", 0.9082),
+        ("+ leaky ReLU", 0.9050),
+        ("+ dropout 0.3", 0.8976),
+        ("(32,64,256) + max pool + BatchNorm + ReLU", 0.9206),
+        ("(32,64,256) + max pool + BatchNorm + leaky ReLU (trial 0)", 0.9207),
+    ),
     baseline_source=(
         "report 004's best: (32,64,256), max pool, BatchNorm, leaky ReLU, Adam 1e-3, batch 100; 92.07 % test"
     ),

@@ -44,6 +44,14 @@ SPEC = StudySpec(
         "random_crop": False,
         "l2": False,
     },
+    # Report 000's sweep, one change at a time, 30 + 30 epochs unless said, one run each on test.
+    reference_ablation=(
+        ("lr 1e-1, 30 epochs", 0.0068),
+        ("lr 1e-2", 0.0046),
+        ("lr 1e-3", 0.1324),
+        ("lr 1e-4", 0.0877),
+        ("lr 1e-3 + BatchNorm (trial 0)", 0.2345),
+    ),
     baseline_source="report 000's best: 30 + 30 epochs, lr 1e-3 both stages, BatchNorm, batch 64; 23.45 % test",
     training_fixed={"optimizer": "adam"},
     # The decoder ends in ReLU, as in the report: it reconstructs [0, 1] pixels, not standardised ones.

@@ -252,3 +252,30 @@ def test_foreign_edited_and_missing_checkpoints_are_refused(exported, tmp_path, 
     assert "sha256" in _one_line_refusal(edited, capsys)
 
     assert "no such checkpoint" in _one_line_refusal(tmp_path / "missing.pt", capsys)
+
+
+def test_export_takes_the_confirmed_best_and_scores_each_seeds_weights(noisy_fashion, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'hp.db'}"
+    common = ["--storage", url, "--data-dir", noisy_fashion]
+    assert hpsearch("run fashion-lenet --trials 3 --epochs 2 --pruner none --seed 0", *common, *FAST) == 0
+    assert hpsearch("confirm fashion-lenet --top 2 --seeds 2", *common) == 0
+    confirmation = optuna.load_study(study_name="fashion-lenet", storage=url).user_attrs["confirmation"]
+    best = confirmation["best"]
+    capsys.readouterr()
+    assert hpsearch("export fashion-lenet --score --out", tmp_path / "best.pt", *common) == 0
+    out = capsys.readouterr().out
+    assert f"exporting trial {best}, the confirmed best" in out, out
+    checkpoint = ckpt.load(tmp_path / "best.pt")
+    assert checkpoint["trial"] == best
+    seeds = checkpoint["seeds"]
+    assert seeds["n"] == 2 and seeds["seeds"] == [10_000, 10_001]
+    assert seeds["mean"] == pytest.approx(sum(seeds["values"]) / 2) and all(0 <= v <= 1 for v in seeds["values"])
+    assert f"test_accuracy of the 2 seeds' weights: {seeds['mean']:.4f} ± {seeds['std']:.4f}" in out, out
+    # Each seed's weights are its own training: scored again from the replicate study, they agree.
+    reps = optuna.load_study(study_name="fashion-lenet:replicates", storage=url)
+    assert sum(t.user_attrs.get("config_id") is not None for t in reps.trials) == 4
+    # --trial still picks any trial, and says nothing of a confirmation.
+    other = next(r["trial"] for r in confirmation["rows"] if r["trial"] != best)
+    assert hpsearch(f"export fashion-lenet --trial {other} --out", tmp_path / "other.pt", *common) == 0
+    assert "confirmed best" not in capsys.readouterr().out
+    assert ckpt.load(tmp_path / "other.pt")["trial"] == other

@@ -1,0 +1,277 @@
+"""Replicates: one configuration trained again with other seeds, unpruned, at a fixed epoch
+budget, so that a value comes with its seed spread.
+
+A search keeps the single best of many noisy trials and so overstates it (the winner's
+curse); ``hpsearch confirm`` and ``hpsearch ablate`` compare means over replicates instead.
+
+Replicates live in a sibling study of the search, ``<study>:replicates``, in the same
+storage: the search study keeps exactly its N finished trials, and its sampler and pruner
+never see a replicate, while optuna-dashboard and the optuna CLI show both studies. Each
+replicate is an enqueued trial whose user attributes name its configuration (``config_id``,
+a hash of the parameters and the epoch budget), its index, its seed and the epoch budget.
+Replicate ``i`` of every configuration trains with seed ``SEED_BASE + i``: comparisons
+between configurations are paired, and no replicate reuses a search trial's seed (``--seed
+S`` gives trial ``n`` the seed ``S + n``). A rerun enqueues only what is missing, and
+``--jobs`` workers share the waiting replicates through the same loop as a search
+(heartbeats, Ctrl-C, a lost database: ``hpsearch.search``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch import workers
+from hpsearch.objective import Surplus, make_objective
+from hpsearch.progress import Progress, format_duration, format_rate, plural
+from hpsearch.search import search
+from hpsearch.spec import StudySpec
+from hpsearch.storage import MAX_RETRY
+from hpsearch.study import FINISHED, count_finished, open_study
+
+SUFFIX = ":replicates"
+SEED_BASE = 10_000
+# Replicates of confirm keep their weights (export --score scores each); the disk this takes
+# is the number of replicates times one model.
+KEEP_ALL = 1_000_000
+
+
+def study_name(search_study: str) -> str:
+    return search_study + SUFFIX
+
+
+def realize(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as the space takes them: the suggested parameters only, in its order.
+    Raises ValueError when the space needs a parameter that ``params`` lacks."""
+    trial = optuna.trial.FixedTrial(params)
+    spec.space(trial)
+    return trial.params
+
+
+@dataclass(frozen=True)
+class Config:
+    """A configuration to replicate: the space's parameters and the epochs it trains."""
+
+    params: dict[str, Any]
+    epochs: int
+    label: str  # what asked for it first: "trial 12", "ablation: ... "
+
+    @property
+    def id(self) -> str:
+        text = json.dumps({"params": self.params, "epochs": self.epochs}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def epochs_of(trial: FrozenTrial) -> int:
+    """The epoch budget a complete trial trained for (stored since replicates exist; for
+    older trials, the epochs it reported: a complete trial runs all of them)."""
+    return int(trial.user_attrs.get("epochs") or len(trial.intermediate_values))
+
+
+def of_trial(spec: StudySpec, trial: FrozenTrial) -> Config:
+    return Config(realize(spec, trial.params), epochs_of(trial), f"trial {trial.number}")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The finished replicates of one configuration."""
+
+    config: Config
+    values: tuple[float, ...]  # the complete replicates' values, by replicate index
+    seeds: tuple[int, ...]
+    diverged: int  # replicates that ended PRUNED (NaN or inf): no value
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        """The sample standard deviation (n - 1); None below two values."""
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "n": self.n, "diverged": self.diverged, "seeds": list(self.seeds)}
+
+
+def _key(trial: FrozenTrial) -> tuple[str, int] | None:
+    attrs = trial.user_attrs
+    return (attrs["config_id"], attrs["replicate"]) if "config_id" in attrs else None
+
+
+def open_replicates(cfg, *, create: bool) -> optuna.Study:
+    """The replicate study beside ``cfg.study_name``; it never prunes."""
+    return open_study(
+        cfg.spec,
+        cfg.storage_url,
+        study_name(cfg.study_name),
+        create=create,
+        sampler=optuna.samplers.RandomSampler(),
+        pruner=optuna.pruners.NopPruner(),
+        heartbeat=cfg.heartbeat,
+    )
+
+
+def missing(study: optuna.Study, configs: Iterable[Config], seeds: int) -> list[tuple[Config, int]]:
+    """The (configuration, replicate index) pairs below ``seeds`` that no trial covers yet
+    (finished, running or waiting)."""
+    covered = {_key(t) for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
+    return [(c, i) for c in configs for i in range(seeds) if (c.id, i) not in covered]
+
+
+def enqueue(study: optuna.Study, todo: list[tuple[Config, int]]) -> None:
+    for config, index in todo:
+        study.enqueue_trial(
+            config.params,
+            user_attrs={
+                "config_id": config.id,
+                "replicate": index,
+                "seed": SEED_BASE + index,
+                "epochs": config.epochs,
+                "label": config.label,
+            },
+        )
+
+
+def summaries(study: optuna.Study, configs: Iterable[Config]) -> dict[str, Summary]:
+    """Every finished replicate of each configuration, by ``Config.id``."""
+    found: dict[str, dict[int, FrozenTrial]] = {}
+    for trial in study.get_trials(deepcopy=False, states=FINISHED):
+        key = _key(trial)
+        if key is not None:
+            found.setdefault(key[0], {}).setdefault(key[1], trial)
+    result = {}
+    for config in configs:
+        trials = [found.get(config.id, {})[i] for i in sorted(found.get(config.id, {}))]
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        result[config.id] = Summary(
+            config,
+            tuple(t.value for t in complete),
+            tuple(t.user_attrs["seed"] for t in complete),
+            sum(t.state == TrialState.PRUNED for t in trials),
+        )
+    return result
+
+
+def complete_replicates(study: optuna.Study, config: Config) -> list[FrozenTrial]:
+    """The complete replicate trials of ``config``, by replicate index."""
+    trials = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        key = _key(trial)
+        if key is not None and key[0] == config.id:
+            trials.setdefault(key[1], trial)
+    return [trials[i] for i in sorted(trials)]
+
+
+def pending(study: optuna.Study) -> int:
+    """Replicates enqueued and not finished yet."""
+    keys = {_key(t) for t in study.get_trials(deepcopy=False)} - {None}
+    done = {_key(t) for t in study.get_trials(deepcopy=False, states=FINISHED)}
+    return len(keys - done)
+
+
+def train(cfg, configs: list[Config], seeds: int, argv: list[str], *, keep_weights: bool) -> dict[str, Summary]:
+    """Train the replicates of ``configs`` below ``seeds`` that are not stored yet (with
+    ``cfg.jobs`` workers running ``hpsearch ARGV`` when above 1) and return every
+    configuration's summary. Raises what ``hpsearch.search.search`` raises."""
+    study = open_replicates(cfg, create=True)
+    enqueue(study, missing(study, configs, seeds))
+    if pending(study):
+        if cfg.jobs > 1:
+            from hpsearch.runner import make_trainer
+
+            make_trainer(cfg, device="cpu")  # missing data is one line here, not one per worker
+            code = workers.worst(workers.spawn(cfg.jobs, cfg.device, argv))
+            if code:
+                raise SystemExit(code)
+        else:
+            drain(cfg, keep_weights=keep_weights)
+    return summaries(study, configs)
+
+
+def drain(cfg, *, keep_weights: bool) -> None:
+    """Train waiting replicates until every enqueued one is finished: what a worker does."""
+    from hpsearch.runner import make_trainer
+
+    study = open_replicates(cfg, create=True)
+    trials = study.get_trials(deepcopy=False)
+    keys = {_key(t) for t in trials} - {None}
+    epochs = max((t.user_attrs["epochs"] for t in trials if _key(t)), default=cfg.epochs)
+    run_cfg = dataclasses.replace(
+        cfg,
+        study_name=study.study_name,
+        trials=len(keys),
+        epochs=epochs,
+        sampler="random",
+        pruner="none",
+        keep_weights=KEEP_ALL if keep_weights else 0,
+        timeout=None,
+    )
+    trainer = make_trainer(run_cfg)
+    progress = ReplicateProgress(run_cfg)
+    progress.say(
+        f"replicates of {cfg.study_name} in {study.study_name}: {count_finished(study)}/{len(keys)} finished; "
+        f"{trainer.summary}; unpruned"
+    )
+    objective = make_objective(run_cfg, trainer, progress, admit=_admit)
+    search(run_cfg, study, objective, progress, [_retry_failed])
+
+
+def _admit(trial: optuna.Trial) -> None:
+    """Only enqueued replicates run, each once: without one waiting, Optuna would sample a
+    new configuration, which no replicate study wants."""
+    key = trial.user_attrs.get("config_id"), trial.user_attrs.get("replicate")
+    if key[0] is None:
+        raise Surplus("surplus: no replicate was waiting")
+    for other in trial.study.get_trials(deepcopy=False, states=FINISHED):
+        if _key(other) == key:
+            raise Surplus(f"surplus: replicate {key[1]} of {trial.user_attrs['label']} is done already")
+
+
+def _retry_failed(study: optuna.Study, trial: FrozenTrial) -> None:
+    """A replicate that failed (an exception, out of memory) is queued again with its seed,
+    as a dead worker's is by heartbeat; three failures in a row still stop the command."""
+    ended = trial.user_attrs.get("ended", "")
+    if trial.state == TrialState.FAIL and _key(trial) and not ended.startswith("surplus") and ended != "interrupted":
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+
+
+class ReplicateProgress(Progress):
+    """A run's lines, naming each trial by the configuration and seed it replicates."""
+
+    def start(self, trial: optuna.Trial) -> None:
+        a = trial.user_attrs
+        self.say(
+            f"replicate {a['replicate'] + 1} of {a['label']} (trial {trial.number}, seed {a['seed']}, "
+            f"{plural(a['epochs'], 'epoch')})"
+        )
+
+    def trial_done(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        a = trial.user_attrs
+        if trial.state == TrialState.COMPLETE:
+            outcome = f"complete, {self.cfg.spec.metric} {trial.value:.4f}"
+        else:
+            outcome = a.get("ended", trial.state.name.lower())
+        finished = count_finished(study)
+        elapsed, per_minute = self.pace(finished)
+        pace = f"{format_duration(elapsed)} elapsed"
+        left = self.cfg.trials - finished
+        if per_minute is not None and left > 0:
+            pace += f", {format_rate(per_minute)}/min, ETA {format_duration(left * 60 / per_minute)}"
+        what = f"replicate {a['replicate'] + 1} of {a['label']}" if "label" in a else f"trial {trial.number}"
+        self.say(f"{what} {outcome} | {finished}/{self.cfg.trials} replicates finished | {pace}")
+
+    def footer(self, study: optuna.Study) -> None:
+        """Nothing: the command that asked for the replicates prints what they show."""
