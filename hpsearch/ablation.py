@@ -135,12 +135,14 @@ def ablate(
     method: str,
     seeds: int,
     argv: list[str],
+    epochs: int | None = None,
     out: TextIO | None = None,
 ) -> dict:
     """Run the ablation, print its table and store it on the study; return what is stored."""
     out = out or sys.stdout
     spec = cfg.spec
-    epochs = replicates.epochs_of(target_trial)
+    epochs = epochs or replicates.epochs_of(target_trial)
+    data = replicates.data_tag(cfg)
     base = replicates.realize(spec, baseline_trial.params)
     target = replicates.realize(spec, target_trial.params)
     diffs = groups(spec, base, target)
@@ -172,8 +174,8 @@ def ablate(
 
         return f"{side(old)} -> {side(new)}"
 
-    start = replicates.Config(base, epochs, f"trial {baseline_trial.number}")
-    end = replicates.Config(target, epochs, f"trial {target_trial.number}")
+    start = replicates.Config(base, epochs, f"trial {baseline_trial.number}", data)
+    end = replicates.Config(target, epochs, f"trial {target_trial.number}", data)
     skipped: list[str] = []
     if method == "path":
         base_summary, end_summary = measure([start, end])
@@ -194,7 +196,7 @@ def ablate(
                 group = Group(tuple(n for g in remaining for n in g.names))
                 candidates = [(group, target)]
             label = f"ablation step {len(steps)}"
-            configs = [replicates.Config(c, epochs, f"{label}: + {g.label}") for g, c in candidates]
+            configs = [replicates.Config(c, epochs, f"{label}: + {g.label}", data) for g, c in candidates]
             results = measure(configs)
             pick = max(
                 range(len(candidates)),
@@ -216,25 +218,35 @@ def ablate(
                 print(f"skipped: reverting {group.label} alone gives a configuration the space cannot hold", file=out)
             else:
                 reverted.append((group, config))
-        configs = [replicates.Config(c, epochs, f"leave-one-out: - {g.label}") for g, c in reverted]
+        configs = [replicates.Config(c, epochs, f"leave-one-out: - {g.label}", data) for g, c in reverted]
         for (group, config), summary in zip(reverted, measure(configs), strict=True):
             steps.append(Step(group.label, change(group, target, config), summary))
         steps.append(Step("baseline", f"trial {baseline_trial.number}", base_summary))
-    stored = _store(
-        study, method, seeds, epochs, baseline_trial, target_trial, steps, skipped, base_summary, end_summary, sign
-    )
+    about = {
+        "method": method,
+        "seeds": seeds,
+        "epochs": epochs,
+        "data": data,
+        "metric": spec.metric,
+        "baseline": baseline_trial.number,
+        "target": target_trial.number,
+        "skipped": skipped,
+    }
+    stored = _store(study, about, steps, base_summary, end_summary, sign)
     notes.write(spec, study)
     print(table(stored), file=out)
     return stored
 
 
-def _store(study, method, seeds, epochs, baseline_trial, target_trial, steps, skipped, base, end, sign) -> dict:
+def _store(study, about: dict, steps: list[Step], base, end, sign: int) -> dict:
+    """Store ``about`` (what was ablated) with each step's mean, gain and share of the total."""
+    path = about["method"] == "path"
     total = sign * (end.mean - base.mean) if end.mean is not None and base.mean is not None else None
     rows = []
     previous = None
     for step in steps:
         mean = step.summary.mean
-        if method == "path":
+        if path:
             gain = sign * (mean - previous) if mean is not None and previous is not None else None
             previous = mean
         else:  # what reverting this difference alone costs the target
@@ -247,17 +259,7 @@ def _store(study, method, seeds, epochs, baseline_trial, target_trial, steps, sk
         rows.append(
             {"parameter": step.label, "change": step.change, **step.summary.as_dict(), "gain": gain, "share": share}
         )
-    stored = {
-        "method": method,
-        "seeds": seeds,
-        "epochs": epochs,
-        "metric": study.user_attrs.get("metric"),
-        "baseline": baseline_trial.number,
-        "target": target_trial.number,
-        "total_gain": total,
-        "skipped": skipped,
-        "steps": rows,
-    }
+    stored = {**about, "total_gain": total, "steps": rows}
     study.set_user_attr(ATTR, stored)
     return stored
 

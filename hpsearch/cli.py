@@ -97,6 +97,12 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 def _replicate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=_positive_int, default=3, metavar="S", help="seeds per configuration (default: 3)")
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        metavar="E",
+        help="train each replicate E epochs (default: the budget the trial itself trained)",
+    )
     _storage_options(p, artifacts=True)
     _data_options(p)
     p.add_argument(
@@ -334,7 +340,7 @@ def cmd_confirm(args) -> None:
         cfg, study = opened
         top = args.top if args.top is not None else (0 if args.trial else 3)
         trials = confirm.select(study, cfg.spec, top, args.trial)
-        confirm.confirm(cfg, study, trials, args.seeds, args.argv)
+        confirm.confirm(cfg, study, trials, args.seeds, args.argv, epochs=args.epochs)
 
 
 def cmd_ablate(args) -> None:
@@ -344,7 +350,9 @@ def cmd_ablate(args) -> None:
     if opened is not None:
         cfg, study = opened
         baseline, target = ablation.endpoints(cfg.spec, study, args.to, sys.stdout)
-        ablation.ablate(cfg, study, baseline, target, method=args.method, seeds=args.seeds, argv=args.argv)
+        ablation.ablate(
+            cfg, study, baseline, target, method=args.method, seeds=args.seeds, argv=args.argv, epochs=args.epochs
+        )
 
 
 def cmd_list(args) -> None:

@@ -53,13 +53,19 @@ def differs(spec: StudySpec, params: dict[str, Any]) -> str:
 
 
 def confirm(
-    cfg, study: optuna.Study, trials: list[FrozenTrial], seeds: int, argv: list[str], out: TextIO | None = None
+    cfg,
+    study: optuna.Study,
+    trials: list[FrozenTrial],
+    seeds: int,
+    argv: list[str],
+    epochs: int | None = None,
+    out: TextIO | None = None,
 ):
-    """Train ``seeds`` replicates of each trial (those not stored yet), print the table and
-    store the confirmation; return it (``ATTR``'s value)."""
+    """Train ``seeds`` replicates of each trial (those not stored yet) at ``epochs`` (default:
+    each trial's own budget), print the table and store the confirmation; return it."""
     out = out or sys.stdout
     spec = cfg.spec
-    configs = [replicates.of_trial(spec, t) for t in trials]
+    configs = [replicates.of_trial(spec, t, epochs, replicates.data_tag(cfg)) for t in trials]
     result = replicates.train(cfg, configs, seeds, argv, keep_weights=True)
     rows = {row["trial"]: row for row in study.user_attrs.get(ATTR, {}).get("rows", [])}
     for trial, config in zip(trials, configs, strict=True):
@@ -69,6 +75,7 @@ def confirm(
             "value": trial.value,
             **summary.as_dict(),
             "epochs": config.epochs,
+            "data": config.data,
             "n_params": trial.user_attrs.get("n_params"),
             "differs": differs(spec, config.params),
         }

@@ -63,11 +63,21 @@ class Config:
     params: dict[str, Any]
     epochs: int
     label: str  # what asked for it first: "trial 12", "ablation: ... "
+    data: str = ""  # the training data when not the study's whole split (``data_tag``)
 
     @property
     def id(self) -> str:
-        text = json.dumps({"params": self.params, "epochs": self.epochs}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        key = {"params": self.params, "epochs": self.epochs, **({"data": self.data} if self.data else {})}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def data_tag(cfg) -> str:
+    """What sets a run's training data apart from the dataset's own split (``--subset``,
+    ``--train-csv``): replicates on other data are other replicates."""
+    parts = [f"subset {cfg.subset}"] if cfg.subset else []
+    if cfg.train_csv:
+        parts.append(f"csv {cfg.train_csv.resolve()}")
+    return ", ".join(parts)
 
 
 def epochs_of(trial: FrozenTrial) -> int:
@@ -76,8 +86,9 @@ def epochs_of(trial: FrozenTrial) -> int:
     return int(trial.user_attrs.get("epochs") or len(trial.intermediate_values))
 
 
-def of_trial(spec: StudySpec, trial: FrozenTrial) -> Config:
-    return Config(realize(spec, trial.params), epochs_of(trial), f"trial {trial.number}")
+def of_trial(spec: StudySpec, trial: FrozenTrial, epochs: int | None = None, data: str = "") -> Config:
+    """The configuration of a stored trial, at ``epochs`` (default: the trial's own budget)."""
+    return Config(realize(spec, trial.params), epochs or epochs_of(trial), f"trial {trial.number}", data)
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,7 @@ def enqueue(study: optuna.Study, todo: list[tuple[Config, int]]) -> None:
                 "seed": SEED_BASE + index,
                 "epochs": config.epochs,
                 "label": config.label,
+                **({"data": config.data} if config.data else {}),
             },
         )
 

@@ -232,3 +232,16 @@ def test_report_and_dashboard_note_show_the_confirmation_and_the_path(three_tria
     spec = registry.get(NOISY)
     shown = report._ablation(study, dataclasses.replace(spec, reference_ablation=(("+ a, by hand", 0.61),)))
     assert "<h3>report (test, 1 run)</h3>" in shown and "<td>+ a, by hand</td><td>0.61</td>" in shown
+
+
+def test_replicates_at_another_budget_or_on_other_data_are_other_replicates(three_trials):
+    assert hpsearch(f"confirm {NOISY} --trial 0 --seeds 1 --storage", three_trials) == 0
+    assert hpsearch(f"confirm {NOISY} --trial 0 --seeds 1 --epochs 3 --storage", three_trials) == 0
+    assert hpsearch(f"confirm {NOISY} --trial 0 --seeds 1 --epochs 3 --subset 5 --storage", three_trials) == 0
+    reps = load(three_trials, "noisy" + replicates.SUFFIX).trials
+    assert [(t.user_attrs["epochs"], t.user_attrs.get("data"), len(t.intermediate_values)) for t in reps] == [
+        (2, None, 2),
+        (3, None, 3),
+        (3, "subset 5", 3),
+    ]
+    assert len({t.user_attrs["config_id"] for t in reps}) == 3
