@@ -305,3 +305,27 @@ def test_the_dashboard_serves_a_postgresql_study(fashion_root, postgres_url, tmp
         assert "hp:***@" in running.stdout.read_text() and password not in running.stdout.read_text()
     finally:
         running.stop()
+
+
+def test_the_dashboard_shows_a_confirmed_study_and_its_replicates(tmp_path):
+    noisy = str(Path(__file__).with_name("noisy_study.py"))
+    url = f"sqlite:///{tmp_path / 'noisy.db'}"
+    assert hpsearch(f"run {noisy} --trials 3 --pruner none --seed 0 --storage", url) == 0
+    assert hpsearch(f"confirm {noisy} --top 2 --seeds 2 --storage", url) == 0
+    port = free_port()
+    running = Dashboard(["--storage", url, "--port", str(port)], tmp_path / "server")
+    try:
+        running.wait_until_serving(port)
+        summaries = {s["study_name"]: s for s in get_json(port, "/api/studies")["study_summaries"]}
+        assert sorted(summaries) == ["noisy", "noisy:replicates"]
+        search = get_json(port, f"/api/studies/{summaries['noisy']['study_id']}?after=0")
+        assert len(search["trials"]) == 3
+        assert "### Confirmed over seeds: best trial" in search["note"]["body"]
+        reps = get_json(port, f"/api/studies/{summaries['noisy:replicates']['study_id']}?after=0")
+        assert len(reps["trials"]) == 4 and {t["state"] for t in reps["trials"]} == {"Complete"}
+        attrs = [{a["key"]: a["value"] for a in t["user_attrs"]} for t in reps["trials"]]
+        assert sorted(a["seed"] for a in attrs) == ["10000", "10000", "10001", "10001"]
+        labels = {a["label"] for a in attrs}  # the top 2 of the 3 trials, each replicated twice
+        assert len(labels) == 2 and labels <= {"trial 0", "trial 1", "trial 2"}
+    finally:
+        running.stop()
