@@ -154,20 +154,26 @@ def test_confirm_of_a_study_without_a_complete_trial_is_one_line(url, capsys):
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["noisy"]
 
 
-def replicate_states(url):
+def replicate_trials(url):
     try:
-        study = load(url, "noisy" + replicates.SUFFIX)
+        return load(url, "noisy" + replicates.SUFFIX).get_trials(deepcopy=False)
     except KeyError:
         return []
-    return [(t.user_attrs.get("replicate"), t.state, t.value) for t in study.get_trials(deepcopy=False)]
+
+
+def replicate_states(url):
+    return [(t.user_attrs.get("replicate"), t.state, t.value) for t in replicate_trials(url)]
 
 
 def wait_for(url, complete, proc, timeout=60):
-    """Until the replicate study holds ``complete`` complete replicates and one running."""
+    """Until the replicate study holds ``complete`` complete replicates and one running that
+    has reported an epoch: mid-training, its heartbeat beating."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        states = [s for _, s, _ in replicate_states(url)]
-        if states.count(TrialState.COMPLETE) >= complete and TrialState.RUNNING in states:
+        trials = replicate_trials(url)
+        states = [t.state for t in trials]
+        running = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
+        if states.count(TrialState.COMPLETE) >= complete and running:
             return
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.1)
