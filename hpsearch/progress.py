@@ -113,7 +113,7 @@ class Progress:
 
     def epoch(self, trial: optuna.Trial, epoch: int, value: float, train_loss: float, seconds: float) -> None:
         self.say(
-            f"  trial {trial.number} epoch {epoch}/{self.cfg.epochs}: "
+            f"  trial {trial.number} epoch {epoch}/{trial.user_attrs.get('epochs', self.cfg.epochs)}: "
             f"{self.cfg.spec.metric} {value:.4f}  loss {train_loss:.4f}  {seconds:.1f}s"
         )
 
