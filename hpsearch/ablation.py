@@ -151,8 +151,9 @@ def ablate(
     known = [s for s in seconds if s]
     trainings = cost(method, len(diffs), seeds)
     estimate = (
-        f", about {format_duration(trainings * epochs * sum(known) / len(known))} at the stored epoch times of "
-        f"trials {baseline_trial.number} and {target_trial.number} (replicates already stored are not redone)"
+        f", about {format_duration(trainings * epochs * sum(known) / len(known))} for one worker at the stored "
+        f"epoch times of trials {baseline_trial.number} and {target_trial.number}, on the data they trained on "
+        "(replicates already stored are not redone)"
         if known
         else ""
     )
