@@ -157,16 +157,22 @@ def enqueue(study: optuna.Study, todo: list[tuple[Config, int]]) -> None:
         )
 
 
-def summaries(study: optuna.Study, configs: Iterable[Config]) -> dict[str, Summary]:
-    """Every finished replicate of each configuration, by ``Config.id``."""
+def _finished(study: optuna.Study) -> dict[str, dict[int, FrozenTrial]]:
+    """The finished replicates by configuration id, then replicate index (the first of each)."""
     found: dict[str, dict[int, FrozenTrial]] = {}
     for trial in study.get_trials(deepcopy=False, states=FINISHED):
         key = _key(trial)
         if key is not None:
             found.setdefault(key[0], {}).setdefault(key[1], trial)
+    return found
+
+
+def summaries(study: optuna.Study, configs: Iterable[Config]) -> dict[str, Summary]:
+    """Every finished replicate of each configuration, by ``Config.id``."""
+    found = _finished(study)
     result = {}
     for config in configs:
-        trials = [found.get(config.id, {})[i] for i in sorted(found.get(config.id, {}))]
+        trials = [t for _, t in sorted(found.get(config.id, {}).items())]
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         result[config.id] = Summary(
             config,
@@ -179,19 +185,15 @@ def summaries(study: optuna.Study, configs: Iterable[Config]) -> dict[str, Summa
 
 def complete_replicates(study: optuna.Study, config: Config) -> list[FrozenTrial]:
     """The complete replicate trials of ``config``, by replicate index."""
-    trials = {}
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        key = _key(trial)
-        if key is not None and key[0] == config.id:
-            trials.setdefault(key[1], trial)
-    return [trials[i] for i in sorted(trials)]
+    by_index = sorted(_finished(study).get(config.id, {}).items())
+    return [t for _, t in by_index if t.state == TrialState.COMPLETE]
 
 
 def pending(study: optuna.Study) -> int:
     """Replicates enqueued and not finished yet."""
-    keys = {_key(t) for t in study.get_trials(deepcopy=False)} - {None}
-    done = {_key(t) for t in study.get_trials(deepcopy=False, states=FINISHED)}
-    return len(keys - done)
+    trials = study.get_trials(deepcopy=False)
+    keys = {_key(t) for t in trials} - {None}
+    return len(keys - {_key(t) for t in trials if t.state in FINISHED})
 
 
 def train(cfg, configs: list[Config], seeds: int, argv: list[str], *, keep_weights: bool) -> dict[str, Summary]:

@@ -165,7 +165,7 @@ def replicate_states(url):
     return [(t.user_attrs.get("replicate"), t.state, t.value) for t in replicate_trials(url)]
 
 
-def wait_for(url, complete, proc, timeout=60):
+def wait_for(url, complete, proc, timeout=180):
     """Until the replicate study holds ``complete`` complete replicates and one running that
     has reported an epoch: mid-training, its heartbeat beating."""
     deadline = time.monotonic() + timeout
@@ -197,7 +197,7 @@ def test_kill_9_and_ctrl_c_mid_confirm_lose_nothing_and_a_rerun_redoes_nothing(t
     proc = start()
     wait_for(url, len(first) + 1, proc)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err.decode(), err
     done = subprocess.run(
