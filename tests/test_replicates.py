@@ -201,7 +201,7 @@ def test_kill_9_and_ctrl_c_mid_confirm_lose_nothing_and_a_rerun_redoes_nothing(t
     assert proc.returncode == 130, err
     assert "Traceback" not in err.decode(), err
     done = subprocess.run(
-        cmd[:-4] + ["--jobs", "2", "--heartbeat", "1", "--storage", url], env=env, capture_output=True
+        cmd[:-4] + ["--jobs", "2", "--heartbeat", "1", "--storage", url], env=env, capture_output=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
     states = replicate_states(url)
