@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpsearch import __version__, interrupts
+from hpsearch import __version__, interrupts, precision
 from hpsearch.algorithms import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 from hpsearch.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, StudyAborted, Terminated, UsageError
 
@@ -95,6 +95,16 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _precision_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision",
+        choices=precision.CHOICES,
+        default="auto",
+        help="auto: bf16 autocast where the device computes bf16 natively (CUDA, or a CPU with AVX512-BF16 "
+        "or AMX) and the study allows it, else fp32; weights stay fp32 (default: auto)",
+    )
+
+
 def _replicate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=_positive_int, default=3, metavar="S", help="seeds per configuration (default: 3)")
     p.add_argument(
@@ -105,6 +115,7 @@ def _replicate_options(p: argparse.ArgumentParser) -> None:
     )
     _storage_options(p, artifacts=True)
     _data_options(p)
+    _precision_option(p)
     p.add_argument(
         "--subset", type=_positive_int, metavar="N", help="only the first N training examples (as the search used)"
     )
@@ -143,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, help="seed of the sampler and of each trial's training (trial seed = seed + number)"
     )
     _data_options(run)
+    _precision_option(run)
     run.add_argument(
         "--subset", type=_positive_int, metavar="N", help="use only the first N training examples (smoke runs)"
     )
@@ -283,6 +295,7 @@ def _run_config(args, spec, trials: int):
 
     url = storage.resolve_url(args.storage)
     keep = getattr(args, "keep_weights", None)
+    device = runner.resolve_device(args.device) if spec.trainer is None else None
     return runner.RunConfig(
         spec=spec,
         trials=trials,
@@ -292,7 +305,8 @@ def _run_config(args, spec, trials: int):
         sampler=getattr(args, "sampler", DEFAULT_SAMPLER),
         pruner=getattr(args, "pruner", DEFAULT_PRUNER),
         # A study with its own trainer trains no torch model: no device, and no torch import.
-        device=runner.resolve_device(args.device) if spec.trainer is None else None,
+        device=device,
+        precision=precision.resolve(args.precision, device, spec.allow_bf16) if device is not None else "fp32",
         data_root=locations.data_dir(args.data_dir),
         seed=getattr(args, "seed", None),
         subset=args.subset,

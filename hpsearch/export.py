@@ -52,11 +52,17 @@ def retrain(
     data = replace(data, train=full)
     torch.manual_seed(trial.user_attrs["seed"])
     model = models.create(trial.user_attrs["model"], **trial.user_attrs["model_kwargs"]).to(device)
-    recipe = spec.recipe(_params(spec, trial), epochs=trial.user_attrs["best_epoch"], seed=trial.user_attrs["seed"])
+    # In the trial's own precision: a trial searched before --precision existed trained in fp32.
+    recipe = spec.recipe(
+        _params(spec, trial),
+        epochs=trial.user_attrs["best_epoch"],
+        seed=trial.user_attrs["seed"],
+        precision=trial.user_attrs.get("precision", "fp32"),
+    )
     out = out or sys.stdout
     print(
         f"retraining trial {trial.number} on {len(full)} train + validation images for {recipe.epochs} epochs "
-        f"on {device}",
+        f"on {device}, {recipe.precision}",
         file=out,
         flush=True,
     )

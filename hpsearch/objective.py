@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import TrialState
 from optuna_dashboard import save_note
 
-from hpsearch import interrupts
+from hpsearch import chance, interrupts
 from hpsearch.study import FINISHED
 
 
@@ -33,9 +33,12 @@ class Report(Protocol):
 
 
 class Trainer(Protocol):
-    """Trains one trial. ``summary`` describes the data and device for the run's header."""
+    """Trains one trial. ``summary`` describes the data and device for the run's header.
+    ``chance``, where the trainer has it, is the validation metric of a model that learned
+    nothing (``hpsearch.chance``); a trainer without it is never pruned for that."""
 
     summary: str
+    chance: float | None
 
     def __call__(
         self, trial: optuna.Trial, params: dict[str, Any], seed: int, epochs: int, report: Report, facts: dict[str, Any]
@@ -79,6 +82,9 @@ def make_objective(
     (``interrupts.allowed``); the bookkeeping before and after it runs to its end."""
     spec = cfg.spec
     admit = admit or within_n(cfg)
+    maximize = spec.direction == "maximize"
+    # --pruner none (and every replicate) trains each trial to its end, at chance or not.
+    floor = getattr(trainer, "chance", None) if cfg.pruner != "none" else None
 
     def run_trial(trial: optuna.Trial, facts: dict[str, Any]) -> float:
         admit(trial)
@@ -92,17 +98,21 @@ def make_objective(
             seed = cfg.seed + trial.number if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
         trial.set_user_attr("seed", seed)
         progress.start(trial)
+        values: list[float] = []
 
         def report(epoch: int, value: float, train_loss: float, seconds: float) -> None:
             with interrupts.deferred():
                 trial.report(value, epoch)
                 facts["epoch_seconds"].append(seconds)
                 progress.epoch(trial, epoch, value, train_loss, seconds)
+                values.append(value)
+                best = max(values) if maximize else min(values)
+                stuck = floor is not None and chance.learned_nothing(best, floor, maximize, epoch)
                 # A trial that has run all its epochs is complete: pruning it at the last one
                 # would store a finished training as "pruned" and drop its value.
-                prune = epoch < epochs and trial.should_prune()
+                prune = epoch < epochs and (stuck or trial.should_prune())
             if prune:
-                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+                raise optuna.TrialPruned(chance.reason(best, floor, epoch) if stuck else f"pruned at epoch {epoch}")
 
         # An attribute of report, not another argument: a trainer that only reports epochs
         # (tests/bookkeeping_study.py) keeps its signature.

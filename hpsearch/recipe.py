@@ -33,10 +33,12 @@ class Recipe:
     pretrain_epochs: int = 0
     pretrain_lr: float = 1e-3
     seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16: the forward passes' arithmetic (``hpsearch.precision``)
 
 
-# Set by the run, not by a study: the task is the study's, epochs and seed the trial's.
-RUN_FIELDS = ("task", "epochs", "seed")
+# Set by the run, not by a study: the task is the study's, epochs and seed the trial's, the
+# precision the run's.
+RUN_FIELDS = ("task", "epochs", "seed", "precision")
 
 
 def check_settings(names) -> None:

@@ -72,11 +72,13 @@ class Config:
 
 
 def data_tag(cfg) -> str:
-    """What sets a run's training data apart from the dataset's own split (``--subset``,
-    ``--train-csv``): replicates on other data are other replicates."""
+    """What sets a run's training apart from fp32 on the dataset's own split (``--subset``,
+    ``--train-csv``, ``--precision bf16``): replicates trained otherwise are other replicates."""
     parts = [f"subset {cfg.subset}"] if cfg.subset else []
     if cfg.train_csv:
         parts.append(f"csv {cfg.train_csv.resolve()}")
+    if cfg.precision != "fp32":  # fp32 adds nothing, so replicates stored before --precision keep their ids
+        parts.append(cfg.precision)
     return ", ".join(parts)
 
 

@@ -48,6 +48,7 @@ class RunConfig:
     heartbeat: int = HEARTBEAT_SECONDS  # seconds between a running trial's heartbeats
     jobs: int = 1  # worker processes sharing the study on this host
     worker: int = 0  # this process's index among them
+    precision: str = "fp32"  # fp32 | bf16, resolved for the device (``hpsearch.precision.resolve``)
 
 
 def resolve_device(text: str):

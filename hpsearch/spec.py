@@ -34,6 +34,9 @@ class StudySpec:
     value) rows, shown in the HTML report beside ``hpsearch ablate``'s path under
     ``reference_label`` (how they were measured: split and runs).
 
+    ``allow_bf16=False`` keeps ``--precision auto`` at fp32 for this study (say why in the
+    study file: a measured loss of accuracy in bf16).
+
     ``trainer``, when set, replaces all of that: called with the run's settings, it returns
     the ``hpsearch.objective.Trainer`` that trains each trial (``dataset`` and ``model`` then
     go unused). A study with its own trainer runs without torch.
@@ -56,6 +59,7 @@ class StudySpec:
     trainer: Callable[[Any], Any] | None = None
     reference_ablation: tuple[tuple[str, float], ...] = ()
     reference_label: str = "report (test, 1 run)"
+    allow_bf16: bool = True
 
     def __post_init__(self):
         try:
@@ -73,6 +77,6 @@ class StudySpec:
     def direction(self) -> str:
         return tasks.get(self.task).direction
 
-    def recipe(self, params: dict[str, Any], *, epochs: int, seed: int) -> Recipe:
+    def recipe(self, params: dict[str, Any], *, epochs: int, seed: int, precision: str = "fp32") -> Recipe:
         chosen = {name: params[name] for name in self.training_params if name in params}
-        return Recipe(**self.training_fixed, **chosen, task=self.task, epochs=epochs, seed=seed)
+        return Recipe(**self.training_fixed, **chosen, task=self.task, epochs=epochs, seed=seed, precision=precision)

@@ -41,6 +41,13 @@ class Task:
     def worst(self) -> float:
         return -float("inf") if self.maximize else float("inf")
 
+    def chance(self, train: torch.Tensor, val: torch.Tensor, num_classes: int) -> float:
+        """The validation metric of a model that learned nothing: 1/classes for accuracy; for
+        denoising, the MSE of predicting the mean training image (``train``, ``val``: images)."""
+        if self.name == "denoise":
+            return (val - train.mean(0)).pow(2).mean().item()
+        return 1.0 / num_classes
+
     def forward(self, model: nn.Module, x: torch.Tensor, noise_sigma: float, generator: torch.Generator):
         """The model's output on the batch ``x``; for denoising, on ``x`` plus N(0, ``noise_sigma``)
         noise drawn from ``generator``."""

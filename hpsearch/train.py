@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpsearch import tasks
+from hpsearch import precision, tasks
 from hpsearch.data import SearchData, Split
 from hpsearch.recipe import Recipe
 
@@ -96,7 +96,9 @@ def evaluate(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The task's validation metric summed over examples (``Task.per_example``) and the
     count of non-finite outputs, as device scalars (no host sync). The denoising noise is
-    the same at every call, so epochs compare."""
+    the same at every call, so epochs compare. Always in fp32, whatever ``recipe.precision``
+    trained in: the metric of a trial, of its checkpoint and of ``hpsearch evaluate`` is one
+    number, and bf16 rounding of a reconstruction would shift an MSE of a few thousandths."""
     task = tasks.get(recipe.task)
     was_training = model.training
     model.eval()
@@ -136,7 +138,8 @@ def _train_epoch(
         x = train.x[idx]
         if recipe.crop_padding or recipe.hflip:
             x = augment(x, recipe.crop_padding, recipe.hflip, generator)
-        loss = batch_loss(x, train.y[idx])
+        with precision.autocast(recipe.precision, x.device):
+            loss = batch_loss(x, train.y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

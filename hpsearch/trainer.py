@@ -13,7 +13,7 @@ import torch
 
 import models
 from hpsearch import data as datasets
-from hpsearch import weights
+from hpsearch import tasks, weights
 from hpsearch.errors import first_line
 from hpsearch.objective import Report, TrialOutOfMemory
 from hpsearch.storage import artifact_store
@@ -46,7 +46,11 @@ class TorchTrainer:
             train_csv=cfg.train_csv,
             standardize=spec.standardize,
         )
-        self.summary = f"{len(self.data.train)} train / {len(self.data.val)} validation images on {self.device}"
+        self.precision = cfg.precision
+        self.chance = tasks.get(spec.task).chance(self.data.train.x, self.data.val.x, len(self.data.classes))
+        self.summary = (
+            f"{len(self.data.train)} train / {len(self.data.val)} validation images on {self.device}, {self.precision}"
+        )
 
     def __call__(
         self, trial: optuna.Trial, params: dict[str, Any], seed: int, epochs: int, report: Report, facts: dict[str, Any]
@@ -67,6 +71,7 @@ class TorchTrainer:
         model_name, model_kwargs = spec.model(params)
         trial.set_user_attr("model", model_name)
         trial.set_user_attr("model_kwargs", model_kwargs)
+        trial.set_user_attr("precision", self.precision)
         torch.manual_seed(seed)
         model = models.create(model_name, **model_kwargs).to(self.device)
         trial.set_user_attr("n_params", sum(p.numel() for p in model.parameters()))
@@ -75,7 +80,7 @@ class TorchTrainer:
             result = fit(
                 model,
                 self.data,
-                spec.recipe(params, epochs=epochs, seed=seed),
+                spec.recipe(params, epochs=epochs, seed=seed, precision=self.precision),
                 lambda r: report(r.epoch, r.value, r.train_loss, r.seconds),
                 report.batch,
             )

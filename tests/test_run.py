@@ -99,6 +99,47 @@ def test_a_diverging_trial_is_pruned_with_its_reason(fashion_root, tmp_path, mon
     assert all(t.user_attrs["ended"].startswith("diverged: non-finite training loss or outputs") for t in trials)
 
 
+def test_a_trial_that_learns_nothing_is_pruned_in_every_bracket_with_its_reason(fashion_root, tmp_path, monkeypatch):
+    class Silent(torch.nn.Module):
+        """Constant logits: the loss stays finite, no gradient reaches the weights, every
+        image is called class 0."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x) * 0.0
+
+    real_create = models.create
+    monkeypatch.setattr(models, "create", lambda name, **kw: Silent(real_create(name, **kw)))
+    args = ["--epochs", "4", "--seed", "0", "--data-dir", str(fashion_root), *FAST]
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    # Hyperband alone would let both run all 4 epochs: each is the first trial of its bracket.
+    assert run_cli("--trials", "2", "--storage", url, *args) == 0
+    trials = optuna.load_study(study_name="fashion-lenet", storage=url).get_trials()
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 2
+    for t in trials:
+        assert sorted(t.intermediate_values) == [1, 2]
+        assert re.fullmatch(
+            r"pruned at epoch 2: learned nothing \(best 0\.\d{4}, chance 0\.1000\)", t.user_attrs["ended"]
+        )
+    # --pruner none trains every trial to its end, at chance or not.
+    url = f"sqlite:///{tmp_path / 'unpruned.db'}"
+    assert run_cli("--trials", "1", "--pruner", "none", "--storage", url, *args) == 0
+    (trial,) = optuna.load_study(study_name="fashion-lenet", storage=url).get_trials()
+    assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == [1, 2, 3, 4]
+
+
+def test_chance_is_one_over_the_classes_or_the_mse_of_the_mean_image():
+    from hpsearch import tasks
+
+    train, val = torch.rand(50, 1, 4, 4), torch.rand(20, 1, 4, 4)
+    assert tasks.CLASSIFY.chance(train, val, 10) == 0.1
+    expected = ((val - train.mean(0)) ** 2).mean().item()
+    assert abs(tasks.DENOISE.chance(train, val, 10) - expected) < 1e-7
+
+
 def test_failing_trials_are_recorded_and_stop_the_search_after_three_in_a_row(
     fashion_root, tmp_path, monkeypatch, capsys
 ):
