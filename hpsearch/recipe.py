@@ -21,6 +21,11 @@ class Recipe:
     loss: str = "cross_entropy"  # classify: cross_entropy | mse_softmax | multi_margin
     lr_step_size: int = 0  # StepLR period in optimizer steps; 0 = constant learning rate
     lr_gamma: float = 1.0
+    # "step": StepLR by lr_step_size/lr_gamma (constant when lr_step_size is 0); "constant"; "cosine":
+    # cosine annealing from lr to 0 over all the epochs; "onecycle": warm-up to lr, then
+    # annealing (OneCycleLR; the optimizer's own momentum is left alone). Stepped every batch.
+    lr_schedule: str = "step"
+    label_smoothing: float = 0.0  # cross_entropy only
     # Report 003's penalty: l2_lambda / (2 * batch) * sum of squared weights of the first
     # l2_layers Linear layers, added to the loss.
     l2_lambda: float = 0.0

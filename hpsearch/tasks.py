@@ -61,16 +61,23 @@ class Task:
         return (out.argmax(1) == y).double()
 
     def batch_loss(
-        self, model: nn.Module, loss: str, num_classes: int, noise_sigma: float, generator: torch.Generator
+        self,
+        model: nn.Module,
+        loss: str,
+        num_classes: int,
+        noise_sigma: float,
+        generator: torch.Generator,
+        label_smoothing: float = 0.0,
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The training loss of a batch ``(x, y)``: ``loss`` (cross_entropy, mse_softmax or
-        multi_margin) of the logits, or the denoising MSE against the clean images."""
+        """The training loss of a batch ``(x, y)``: ``loss`` (cross_entropy, with
+        ``label_smoothing``; mse_softmax; multi_margin) of the logits, or the denoising MSE
+        against the clean images."""
         import torch.nn.functional as F
 
         if self.name == "denoise":
             return lambda x, y: F.mse_loss(model(x + _noise(x, noise_sigma, generator)), x)
         criteria = {
-            "cross_entropy": F.cross_entropy,
+            "cross_entropy": lambda out, y: F.cross_entropy(out, y, label_smoothing=label_smoothing),
             # Report 004: MSE between the softmax output and the one-hot target.
             "mse_softmax": lambda out, y: F.mse_loss(out.softmax(1), F.one_hot(y, num_classes).to(out.dtype)),
             "multi_margin": F.multi_margin_loss,

@@ -70,6 +70,20 @@ def _optimizer(recipe: Recipe, params: Iterable[nn.Parameter], device: torch.dev
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
 
 
+def _scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    schedulers = torch.optim.lr_scheduler
+    total = recipe.epochs * steps_per_epoch
+    if recipe.lr_schedule == "cosine":
+        return schedulers.CosineAnnealingLR(optimizer, T_max=total)
+    if recipe.lr_schedule == "onecycle":
+        return schedulers.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=total, cycle_momentum=False)
+    if recipe.lr_schedule == "constant":
+        return None
+    if recipe.lr_schedule != "step":
+        raise ValueError(f"unknown lr_schedule {recipe.lr_schedule!r}: use step, constant, cosine or onecycle")
+    return schedulers.StepLR(optimizer, recipe.lr_step_size, recipe.lr_gamma) if recipe.lr_step_size else None
+
+
 def augment(x: torch.Tensor, crop_padding: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
     """Per-image random horizontal flip and random crop after zero padding, on the device."""
     n, c, h, w = x.shape
@@ -200,17 +214,15 @@ def fit(
         _pretrain_autoencoder(model, data, recipe, generator, on_batch)
 
     task = tasks.get(recipe.task)
-    task_loss = task.batch_loss(model, recipe.loss, len(data.classes), recipe.noise_sigma, generator)
+    task_loss = task.batch_loss(
+        model, recipe.loss, len(data.classes), recipe.noise_sigma, generator, recipe.label_smoothing
+    )
 
     def batch_loss(x, y):
         return task_loss(x, y) + _l2_penalty(model, recipe, len(y))
 
     optimizer = _optimizer(recipe, model.parameters(), device)
-    scheduler = (
-        torch.optim.lr_scheduler.StepLR(optimizer, recipe.lr_step_size, recipe.lr_gamma)
-        if recipe.lr_step_size
-        else None
-    )
+    scheduler = _scheduler(recipe, optimizer, len(data.train) // min(recipe.batch_size, len(data.train)))
     result = FitResult(best_value=task.worst(), best_epoch=0)
     for epoch in range(1, recipe.epochs + 1):
         started = time.perf_counter()

@@ -26,6 +26,12 @@ def space(trial):
         "lr": trial.suggest_float("lr", 1e-4, 3e-3, log=True),
         "betas": (trial.suggest_float("beta1", 0.8, 0.95), trial.suggest_float("beta2", 0.99, 0.9999)),
         "batch_size": trial.suggest_int("batch_size", 64, 1024, log=True),
+        # Beyond report 003, the levers a practitioner tries next: a decaying schedule, random
+        # crop and flip on the device (the MLP sees shifted images too), label smoothing.
+        "lr_schedule": trial.suggest_categorical("lr_schedule", ["constant", "cosine", "onecycle"]),
+        "crop_padding": 4 if trial.suggest_categorical("random_crop", [False, True]) else 0,
+        "hflip": trial.suggest_categorical("hflip", [False, True]),
+        "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.2),
     }
 
 
@@ -34,7 +40,16 @@ SPEC = StudySpec(
     description="Report 003: MLP + BatchNorm + graded dropout + L2 on CIFAR-10",
     dataset="cifar10",
     model_family="MLP",
-    training_params=("l2_lambda", "lr", "betas", "batch_size"),
+    training_params=(
+        "l2_lambda",
+        "lr",
+        "betas",
+        "batch_size",
+        "lr_schedule",
+        "crop_padding",
+        "hflip",
+        "label_smoothing",
+    ),
     max_epochs=160,
     space=space,
     model=lambda p: ("mlp", {"widths": p["widths"], "dropouts": p["dropouts"]}),
@@ -54,6 +69,10 @@ SPEC = StudySpec(
         "beta1": 0.9,
         "beta2": 0.999,
         "batch_size": 256,
+        "lr_schedule": "constant",
+        "random_crop": False,
+        "hflip": False,
+        "label_smoothing": 0.0,
     },
     baseline_source=(
         "report 003's best: 1024-512-64-64-32-16, dropout 0.6/0.4/0.25, lambda 0.006, Adam 7e-4, batch 256; "

@@ -12,6 +12,11 @@ def space(trial):
         "batch_size": trial.suggest_int("batch_size", 10, 1280, log=True),
         "hidden": trial.suggest_int("hidden", 64, 2048, log=True),
         "optimizer": trial.suggest_categorical("optimizer", ["adam", "sgd", "rmsprop"]),
+        # Beyond report 004: a decaying schedule, random crop and flip on the device, label smoothing.
+        "lr_schedule": trial.suggest_categorical("lr_schedule", ["constant", "cosine", "onecycle"]),
+        "crop_padding": 2 if trial.suggest_categorical("random_crop", [False, True]) else 0,
+        "hflip": trial.suggest_categorical("hflip", [False, True]),
+        "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.2),
     }
     if trial.suggest_categorical("l2", [False, True]):
         p["weight_decay"] = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
@@ -25,10 +30,30 @@ SPEC = StudySpec(
     description="Report 004's baseline: one hidden fully connected layer on Fashion-MNIST",
     dataset="fashion_mnist",
     model_family="MLP 784-h-10",
-    training_params=("lr", "batch_size", "optimizer", "weight_decay", "momentum"),
+    training_params=(
+        "lr",
+        "batch_size",
+        "optimizer",
+        "weight_decay",
+        "momentum",
+        "lr_schedule",
+        "crop_padding",
+        "hflip",
+        "label_smoothing",
+    ),
     max_epochs=20,
     space=space,
     model=lambda p: ("fc_net", {"hidden": p["hidden"]}),
-    baseline={"lr": 1e-3, "batch_size": 100, "hidden": 512, "optimizer": "adam", "l2": False},
+    baseline={
+        "lr": 1e-3,
+        "batch_size": 100,
+        "hidden": 512,
+        "optimizer": "adam",
+        "lr_schedule": "constant",
+        "random_crop": False,
+        "hflip": False,
+        "label_smoothing": 0.0,
+        "l2": False,
+    },
     baseline_source="report 004's FC baseline: 784-512-10 ReLU, Adam 1e-3, batch 100, 20 epochs; 89.4 % test",
 )

@@ -16,6 +16,9 @@ def space(trial):
         "optimizer": trial.suggest_categorical("optimizer", ["adam", "adamw", "sgd"]),
         "crop_padding": 4 if trial.suggest_categorical("random_crop", [False, True]) else 0,
         "hflip": trial.suggest_categorical("hflip", [False, True]),
+        # Beyond report 001: a decaying schedule and label smoothing.
+        "lr_schedule": trial.suggest_categorical("lr_schedule", ["constant", "cosine", "onecycle"]),
+        "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.2),
     }
     if p["model"] == "resnet20":
         p["width"] = trial.suggest_int("width", 8, 64, log=True)
@@ -41,7 +44,17 @@ SPEC = StudySpec(
     ),
     dataset="fashion_mnist",
     model_family="CNN / ResNet-20 / ResNet-18",
-    training_params=("lr", "batch_size", "optimizer", "crop_padding", "hflip", "weight_decay", "momentum"),
+    training_params=(
+        "lr",
+        "batch_size",
+        "optimizer",
+        "crop_padding",
+        "hflip",
+        "weight_decay",
+        "momentum",
+        "lr_schedule",
+        "label_smoothing",
+    ),
     max_epochs=30,
     space=space,
     model=model,
@@ -52,6 +65,8 @@ SPEC = StudySpec(
         "optimizer": "adam",
         "random_crop": True,
         "hflip": True,
+        "lr_schedule": "constant",
+        "label_smoothing": 0.0,
         "l2": False,
     },
     baseline_source="report 001's pick: ResNet-18 (3x3 stem), batch 128, Adam 1e-3, crop + flip, 30 epochs",

@@ -19,6 +19,9 @@ def space(trial):
         "batch_size": trial.suggest_int("batch_size", 16, 128, log=True),
         "hflip": trial.suggest_categorical("hflip", [False, True]),
         "crop_padding": 8 if trial.suggest_categorical("random_crop", [False, True]) else 0,
+        # Beyond report 000: a decaying schedule for the classification stage, label smoothing.
+        "lr_schedule": trial.suggest_categorical("lr_schedule", ["constant", "cosine", "onecycle"]),
+        "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.2),
     }
     if trial.suggest_categorical("l2", [False, True]):
         p["weight_decay"] = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
@@ -30,7 +33,17 @@ SPEC = StudySpec(
     description="Report 000: conv autoencoder pre-training, then encoder + classifier, on Flowers-102 (3x100x100)",
     dataset="flowers102",
     model_family="conv autoencoder + classifier",
-    training_params=("pretrain_epochs", "pretrain_lr", "lr", "batch_size", "hflip", "crop_padding", "weight_decay"),
+    training_params=(
+        "pretrain_epochs",
+        "pretrain_lr",
+        "lr",
+        "batch_size",
+        "hflip",
+        "crop_padding",
+        "weight_decay",
+        "lr_schedule",
+        "label_smoothing",
+    ),
     max_epochs=30,
     space=space,
     model=lambda p: ("flowers_ae", {"batch_norm": p["batch_norm"]}),
@@ -42,6 +55,8 @@ SPEC = StudySpec(
         "batch_size": 64,
         "hflip": False,
         "random_crop": False,
+        "lr_schedule": "constant",
+        "label_smoothing": 0.0,
         "l2": False,
     },
     # Report 000's sweep, one change at a time, 30 + 30 epochs unless said, one run each on test.

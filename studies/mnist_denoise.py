@@ -14,6 +14,8 @@ def space(trial):
         "arch": trial.suggest_categorical("arch", ["linear", "mlp", "conv"]),
         "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
         "batch_size": trial.suggest_int("batch_size", 16, 512, log=True),
+        # Beyond report 002: a decaying schedule.
+        "lr_schedule": trial.suggest_categorical("lr_schedule", ["constant", "cosine", "onecycle"]),
     }
     if p["arch"] in ("linear", "mlp"):
         p["code"] = trial.suggest_int("code", 16, 256, log=True)
@@ -39,11 +41,11 @@ SPEC = StudySpec(
     dataset="mnist",
     model_family="autoencoders",
     task="denoise",
-    training_params=("lr", "batch_size"),
+    training_params=("lr", "batch_size", "lr_schedule"),
     max_epochs=20,
     space=space,
     model=model,
-    baseline={"arch": "conv", "lr": 1e-3, "batch_size": 100, "conv_width": 16},
+    baseline={"arch": "conv", "lr": 1e-3, "batch_size": 100, "lr_schedule": "constant", "conv_width": 16},
     baseline_source=(
         "report 002's best: the convolutional autoencoder (16-32-64-128-256), Adam; training MSE about 0.010"
     ),
