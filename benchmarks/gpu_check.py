@@ -475,10 +475,10 @@ class Check:
             ran = run_child(self.log, cmd, self.env, cap, echo=True)
             rates = {}
             for line in ran.lines:
-                found = re.match(r"(reports' DataLoader loop|hpsearch engine loop)\s+([\d,]+) images/s", line)
+                found = re.match(r"(reports' DataLoader loop|hpsearch engine, default \S+)\s+([\d,]+) images/s", line)
                 if found:
                     rates["engine" if found.group(1).startswith("hpsearch") else "loader"] = found.group(2)
-            speedup = next((ln.split(":", 1)[1].strip() for ln in ran.lines if ln.startswith("speed-up:")), None)
+            speedup = next((ln.split(":", 1)[1].strip() for ln in ran.lines if ln.startswith("speed-up")), None)
             if ran.code == 0 and speedup:
                 note = (
                     f"batch {size}: engine {rates.get('engine')} images/s, DataLoader loop "

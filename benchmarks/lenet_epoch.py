@@ -3,10 +3,12 @@
 1. the reports' way: torchvision FashionMNIST + ToTensor + DataLoader(batch 100, shuffle),
    each batch copied to the device;
 2. hpsearch's loop: the dataset resident on the device, batches sliced from an on-device
-   permutation, one host sync per epoch (``hpsearch.train.fit``, validation included).
+   permutation, one host sync per epoch (``hpsearch.train.fit``, validation included), in fp32
+   and at the engine's default precision (``--precision auto``: bf16 autocast where the
+   device computes bf16 natively, else fp32 again).
 
 Same model (tanh, avg pool, 6/16/120), same optimizer (Adam 1e-3), same batch size.
-Prints images/s for both (the median of --repeat epochs each) and their ratio.
+Prints images/s for each (the median of --repeat epochs each) and the engine's ratio to the reports' loop.
 
     python benchmarks/lenet_epoch.py --data-dir ../shared/data [--device cpu|cuda] [--batch-size 100] [--repeat 3]
 """
@@ -27,6 +29,7 @@ from torchvision import transforms
 
 import models
 from hpsearch import data as datasets
+from hpsearch import precision
 from hpsearch.locations import data_dir
 from hpsearch.runner import resolve_device
 from hpsearch.train import Recipe, fit
@@ -64,13 +67,13 @@ def reports_way(root, device, batch_size: int) -> tuple[int, float]:
     return seen, time.perf_counter() - started
 
 
-def engine_way(root, device, batch_size: int) -> tuple[int, float]:
+def engine_way(root, device, batch_size: int, chosen: str = "fp32") -> tuple[int, float]:
     """hpsearch's loop, validation pass (10,000 images) included in the time.
     Returns (images trained, seconds)."""
     data = datasets.load("fashion_mnist", device, root)
     torch.manual_seed(0)
     model = models.create("lenet5", **BASE).to(device)
-    warm = Recipe(epochs=1, batch_size=batch_size, lr=1e-3)
+    warm = Recipe(epochs=1, batch_size=batch_size, lr=1e-3, precision=chosen)
     fit(
         models.create("lenet5", **BASE).to(device),
         datasets.SearchData(
@@ -102,17 +105,23 @@ def main() -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"machine: {name}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads; batch {args.batch_size}")
 
+    default = precision.resolve("auto", device)
+    ways = {
+        "reports' DataLoader loop": reports_way,
+        "hpsearch engine, fp32": engine_way,
+        f"hpsearch engine, default ({default})": lambda *a: engine_way(*a, chosen=default),
+    }
     rates = {}
-    for label, way in (("reports' DataLoader loop", reports_way), ("hpsearch engine loop", engine_way)):
+    for label, way in ways.items():
         runs = [way(root, device, args.batch_size) for _ in range(args.repeat)]
         rates[label] = statistics.median(n / t for n, t in runs)
         seconds = ", ".join(f"{t:.2f}" for _, t in runs)
         print(
-            f"{label:25s} {rates[label]:12,.0f} images/s  "
+            f"{label:32s} {rates[label]:12,.0f} images/s  "
             f"(median of {args.repeat} epochs of {runs[0][0]} images: {seconds} s)"
         )
-    ref, eng = rates.values()
-    print(f"speed-up: {eng / ref:.2f}x")
+    ref, fp32, at_default = rates.values()
+    print(f"speed-up over the reports' loop: fp32 {fp32 / ref:.2f}x, default ({default}) {at_default / ref:.2f}x")
     return 0
 
 
