@@ -147,13 +147,12 @@ def test_every_searched_parameter_reaches_the_model_or_the_training(name):
         assert not unused, f"searched but never applied: {sorted(unused)}"
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+WRITING_A_STUDY = Path(__file__).resolve().parents[1] / "docs" / "writing-a-study.md"
 
 
 def _readme_study() -> str:
-    """The example study file of README's "Your own study", so that the example is run."""
-    section = README.read_text().split("## Your own study", 1)[1]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
+    """The example study file of docs/writing-a-study.md, so that the example is run."""
+    return WRITING_A_STUDY.read_text().split("```python\n", 1)[1].split("```", 1)[0]
 
 
 def test_a_study_file_from_anywhere_runs_and_is_found_again_by_its_path(fashion_root, tmp_path, monkeypatch, capsys):
