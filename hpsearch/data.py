@@ -447,7 +447,7 @@ def _read_cifar10(root: Path, split: str) -> RawSplit:
     )
 
 
-FLOWERS_SIZE = (100, 100)  # report 000 trained on 3x100x100
+FLOWERS_SIZE = (100, 100)  # every image resized to 3x100x100
 
 
 def _read_flowers102(root: Path, split: str) -> RawSplit:
@@ -492,7 +492,7 @@ _CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "fro
 def _register_decoded_image_datasets() -> None:
     from torchvision.datasets import Flowers102
 
-    # Report 003's normalisation constants (statistics of the official training split).
+    # Normalisation constants: statistics of the official training split.
     register(
         DatasetInfo(
             "cifar10",

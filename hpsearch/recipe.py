@@ -7,6 +7,20 @@ from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
+class Stage:
+    """A pass over the training data before the training proper (a pre-training): ``epochs``
+    epochs of the model's own loss method, ``model.<loss>(x, y) -> scalar``, optimised at
+    ``lr`` over ``model.<parameters>()`` only, with the recipe's optimizer and batch size.
+    The method names belong to the model; the loop knows no more of them than this."""
+
+    name: str
+    epochs: int
+    lr: float
+    loss: str
+    parameters: str = "parameters"
+
+
+@dataclass(frozen=True)
 class Recipe:
     """How to train: everything but the architecture and the data."""
 
@@ -26,24 +40,17 @@ class Recipe:
     # annealing (OneCycleLR; the optimizer's own momentum is left alone). Stepped every batch.
     lr_schedule: str = "step"
     label_smoothing: float = 0.0  # cross_entropy only
-    # Report 003's penalty: l2_lambda / (2 * batch) * sum of squared weights of the first
-    # l2_layers Linear layers, added to the loss.
-    l2_lambda: float = 0.0
-    l2_layers: int = 0
     crop_padding: int = 0  # random crop after zero padding by this many pixels
     hflip: bool = False  # random horizontal flip
     noise_sigma: float = 0.1  # denoise: std of the Gaussian noise added to the input
-    # Autoencoder pre-training (report 000): the model's ``reconstruct`` is trained on MSE
-    # for this many epochs before the classification epochs.
-    pretrain_epochs: int = 0
-    pretrain_lr: float = 1e-3
+    stages: tuple[Stage, ...] = ()  # run in order before the training epochs (``StudySpec.stages``)
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16: the forward passes' arithmetic (``hpsearch.precision``)
 
 
 # Set by the run, not by a study: the task is the study's, epochs and seed the trial's, the
 # precision the run's.
-RUN_FIELDS = ("task", "epochs", "seed", "precision")
+RUN_FIELDS = ("task", "epochs", "seed", "precision", "stages")
 
 
 def check_settings(names) -> None:

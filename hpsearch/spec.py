@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 
 from hpsearch import tasks
-from hpsearch.recipe import Recipe, check_settings
+from hpsearch.recipe import Recipe, Stage, check_settings
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,9 @@ class StudySpec:
     Data: ``dataset`` names a registered dataset; ``val_fraction`` of its training split is
     held out for validation (ignored where the dataset has an official validation split);
     ``standardize=False`` keeps pixels in [0, 1] instead of standardising per channel.
+
+    ``stages(params)``, when set, gives the ``Stage`` passes (a pre-training) that run before
+    the training epochs; the params it reads are the study's, as ``model``'s are.
 
     ``reference_ablation``: the assignment's own one-knob-at-a-time figures, as (change,
     value) rows, shown in the HTML report beside ``hpsearch ablate``'s path under
@@ -60,6 +63,7 @@ class StudySpec:
     reference_ablation: tuple[tuple[str, float], ...] = ()
     reference_label: str = "report (test, 1 run)"
     allow_bf16: bool = True
+    stages: Callable[[dict[str, Any]], tuple[Stage, ...]] | None = None
 
     def __post_init__(self):
         try:
@@ -79,4 +83,13 @@ class StudySpec:
 
     def recipe(self, params: dict[str, Any], *, epochs: int, seed: int, precision: str = "fp32") -> Recipe:
         chosen = {name: params[name] for name in self.training_params if name in params}
-        return Recipe(**self.training_fixed, **chosen, task=self.task, epochs=epochs, seed=seed, precision=precision)
+        stages = tuple(self.stages(params)) if self.stages else ()
+        return Recipe(
+            **self.training_fixed,
+            **chosen,
+            task=self.task,
+            epochs=epochs,
+            seed=seed,
+            precision=precision,
+            stages=stages,
+        )

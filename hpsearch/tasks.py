@@ -78,7 +78,7 @@ class Task:
             return lambda x, y: F.mse_loss(model(x + _noise(x, noise_sigma, generator)), x)
         criteria = {
             "cross_entropy": lambda out, y: F.cross_entropy(out, y, label_smoothing=label_smoothing),
-            # Report 004: MSE between the softmax output and the one-hot target.
+            # MSE between the softmax output and the one-hot target.
             "mse_softmax": lambda out, y: F.mse_loss(out.softmax(1), F.one_hot(y, num_classes).to(out.dtype)),
             "multi_margin": F.multi_margin_loss,
         }

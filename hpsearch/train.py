@@ -24,7 +24,7 @@ from torch import nn
 
 from hpsearch import precision, tasks
 from hpsearch.data import SearchData, Split
-from hpsearch.recipe import Recipe
+from hpsearch.recipe import Recipe, Stage
 
 # on_batch(what, done, total): ``done`` of the ``total`` batches of the pass ``what`` are launched.
 OnBatch = Callable[[str, int, int], None]
@@ -129,13 +129,6 @@ def evaluate(
     return total, non_finite
 
 
-def _l2_penalty(model: nn.Module, recipe: Recipe, batch_size: int) -> torch.Tensor | float:
-    if not recipe.l2_lambda or not recipe.l2_layers:
-        return 0.0
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)][: recipe.l2_layers]
-    return recipe.l2_lambda / (2 * batch_size) * sum(m.weight.pow(2).sum() for m in linears)
-
-
 def _train_epoch(
     model, train: Split, recipe: Recipe, batch_loss, optimizer, scheduler, generator, on_batch: OnBatch, what: str
 ) -> torch.Tensor:
@@ -166,26 +159,25 @@ def _train_epoch(
     return loss_sum / steps
 
 
-def _pretrain_autoencoder(
-    model: nn.Module, data: SearchData, recipe: Recipe, generator: torch.Generator, on_batch: OnBatch
+def _run_stage(
+    model: nn.Module, stage: Stage, data: SearchData, recipe: Recipe, generator: torch.Generator, on_batch: OnBatch
 ) -> None:
-    """Stage 1 of report 000: train ``model.reconstruct`` (encoder + decoder) on MSE."""
-    params = list(model.encoder.parameters()) + list(model.decoder.parameters())
-    optimizer = _optimizer(replace(recipe, lr=recipe.pretrain_lr), params, data.train.x.device)
-    for epoch in range(1, recipe.pretrain_epochs + 1):
+    """``stage.epochs`` epochs of ``model.<stage.loss>`` over ``model.<stage.parameters>()``."""
+    optimizer = _optimizer(replace(recipe, lr=stage.lr), getattr(model, stage.parameters)(), data.train.x.device)
+    for epoch in range(1, stage.epochs + 1):
         loss = _train_epoch(
             model,
             data.train,
             recipe,
-            lambda x, y: F.mse_loss(model.reconstruct(x), x),
+            getattr(model, stage.loss),
             optimizer,
             None,
             generator,
             on_batch,
-            f"pre-training epoch {epoch}/{recipe.pretrain_epochs}",
+            f"{stage.name} epoch {epoch}/{stage.epochs}",
         )
-        if not math.isfinite(loss.item()):  # one sync per pre-training epoch
-            raise Diverged(epoch, "autoencoder pre-training")
+        if not math.isfinite(loss.item()):  # one sync per stage epoch
+            raise Diverged(epoch, stage.name)
 
 
 def fit(
@@ -203,6 +195,10 @@ def fit(
     called as each pass starts (``done`` 0) and after each of its batches, ``what`` naming the
     pass (``"epoch 2/20"``); it runs once per batch, so it must be cheap. Raises ``Diverged``
     at the end of the first epoch whose training loss or validation outputs are not finite.
+
+    What a model may bring: ``model.penalty(batch_size) -> scalar`` is added to every
+    training batch's loss (not to the validation metric); the recipe's ``stages`` name the
+    model's own loss and parameter methods for the passes that run before the training epochs.
     """
     device = data.train.x.device
     if data.train.x.dim() == 4:
@@ -210,16 +206,20 @@ def fit(
         # kernels: measured 1.2-1.4x on the CPU for LeNet-5 (docs/benchmarks.md).
         model.to(memory_format=torch.channels_last)
     generator = torch.Generator(device=device).manual_seed(recipe.seed)
-    if recipe.pretrain_epochs:
-        _pretrain_autoencoder(model, data, recipe, generator, on_batch)
+    for stage in recipe.stages:
+        _run_stage(model, stage, data, recipe, generator, on_batch)
 
     task = tasks.get(recipe.task)
     task_loss = task.batch_loss(
         model, recipe.loss, len(data.classes), recipe.noise_sigma, generator, recipe.label_smoothing
     )
 
-    def batch_loss(x, y):
-        return task_loss(x, y) + _l2_penalty(model, recipe, len(y))
+    penalty = getattr(model, "penalty", None)
+    batch_loss = task_loss
+    if penalty is not None:
+
+        def batch_loss(x, y):
+            return task_loss(x, y) + penalty(len(y))
 
     optimizer = _optimizer(recipe, model.parameters(), device)
     scheduler = _scheduler(recipe, optimizer, len(data.train) // min(recipe.batch_size, len(data.train)))

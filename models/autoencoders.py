@@ -9,6 +9,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from models.registry import register
 
@@ -139,6 +140,14 @@ class FlowersAE(nn.Module):
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
+
+    def reconstruction_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Stage 1's batch loss: MSE of ``reconstruct(x)`` against ``x`` (labels unused)."""
+        return F.mse_loss(self.reconstruct(x), x)
+
+    def autoencoder_parameters(self) -> list[nn.Parameter]:
+        """What stage 1 trains: the encoder and the decoder."""
+        return [*self.encoder.parameters(), *self.decoder.parameters()]
 
 
 @register

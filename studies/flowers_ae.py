@@ -7,6 +7,7 @@ the 1,020 training images, so augmentation and weight decay are searched here. T
 objective is accuracy on the official validation split (1,020 images).
 """
 
+from hpsearch.recipe import Stage
 from hpsearch.spec import StudySpec
 
 
@@ -33,20 +34,20 @@ SPEC = StudySpec(
     description="Report 000: conv autoencoder pre-training, then encoder + classifier, on Flowers-102 (3x100x100)",
     dataset="flowers102",
     model_family="conv autoencoder + classifier",
-    training_params=(
-        "pretrain_epochs",
-        "pretrain_lr",
-        "lr",
-        "batch_size",
-        "hflip",
-        "crop_padding",
-        "weight_decay",
-        "lr_schedule",
-        "label_smoothing",
-    ),
+    training_params=("lr", "batch_size", "hflip", "crop_padding", "weight_decay", "lr_schedule", "label_smoothing"),
     max_epochs=30,
     space=space,
     model=lambda p: ("flowers_ae", {"batch_norm": p["batch_norm"]}),
+    # Stage 1: the model's encoder + decoder on its reconstruction loss (``models/autoencoders.py``).
+    stages=lambda p: (
+        Stage(
+            "pre-training",
+            epochs=p["pretrain_epochs"],
+            lr=p["pretrain_lr"],
+            loss="reconstruction_loss",
+            parameters="autoencoder_parameters",
+        ),
+    ),
     baseline={
         "batch_norm": True,
         "pretrain_epochs": 30,

@@ -143,6 +143,8 @@ def test_every_searched_parameter_reaches_the_model_or_the_training(name):
         params = _Reads(spec.space(trial))
         study.tell(trial, 0.0)
         spec.model(params)
+        if spec.stages:
+            spec.stages(params)
         unused = set(params) - params.read - set(spec.training_params)
         assert not unused, f"searched but never applied: {sorted(unused)}"
 

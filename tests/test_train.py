@@ -65,3 +65,58 @@ def test_same_name_and_kwargs_rebuild_the_same_architecture():
     assert models.create("lenet5")(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     with pytest.raises(KeyError):
         models.create("no_such_model")
+
+
+def test_a_models_penalty_is_added_to_every_training_batch(fashion_root, device):
+    model = models.create("mlp", in_features=784, widths=[32, 16], dropouts=[0.0, 0.0], l2_lambda=0.5, l2_layers=1)
+    first = model[1]  # after the Flatten
+    assert model.penalty(10).item() == pytest.approx(0.5 / 20 * first.weight.pow(2).sum().item())
+    assert models.create("mlp", in_features=784, widths=[32], dropouts=[0.0]).penalty(10) == 0.0
+    loaded = data.load("fashion_mnist", device, fashion_root)
+    norms = {}
+    for l2_lambda in (0.0, 200.0):
+        torch.manual_seed(0)
+        model = models.create(
+            "mlp", in_features=784, widths=[32, 16], dropouts=[0.0, 0.0], l2_lambda=l2_lambda, l2_layers=1
+        )
+        fit(model.to(device), loaded, Recipe(epochs=2, batch_size=50, lr=3e-3))
+        norms[l2_lambda] = model[1].weight.norm().item()
+    assert norms[200.0] < 0.5 * norms[0.0]  # the penalised layer shrank
+
+
+class _Staged(nn.Module):
+    """An encoder trained first on a loss of its own, then a head on the task's."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(784, 16))
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+    def spread_loss(self, x, y):
+        return -self.encoder(x).std(0).mean()
+
+    def encoder_parameters(self):
+        return list(self.encoder.parameters())
+
+
+def test_stages_run_the_models_own_loss_over_its_own_parameters_first(fashion_root, device):
+    from hpsearch.recipe import Stage
+
+    loaded = data.load("fashion_mnist", device, fashion_root)
+    torch.manual_seed(0)
+    model = _Staged().to(device)
+    head, encoder = model.head.weight.detach().clone(), model.encoder[1].weight.detach().clone()
+    seen = {}
+
+    def on_batch(what, done, total):
+        if done == 0:  # each pass starts: what had changed by then
+            seen[what] = (torch.equal(model.head.weight, head), torch.equal(model.encoder[1].weight, encoder))
+
+    stage = Stage("warm-up", epochs=2, lr=1e-2, loss="spread_loss", parameters="encoder_parameters")
+    result = fit(model, loaded, Recipe(epochs=1, batch_size=50, lr=3e-3, stages=(stage,)), on_batch=on_batch)
+    assert list(seen) == ["warm-up epoch 1/2", "warm-up epoch 2/2", "epoch 1/1"]
+    assert seen["epoch 1/1"] == (True, False)  # the stage moved the encoder only
+    assert result.best_value > 0.5
