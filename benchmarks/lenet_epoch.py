@@ -27,9 +27,8 @@ import torchvision
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-import models
 from hpsearch import data as datasets
-from hpsearch import precision
+from hpsearch import models, precision
 from hpsearch.locations import data_dir
 from hpsearch.runner import resolve_device
 from hpsearch.train import Recipe, fit

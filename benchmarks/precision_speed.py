@@ -18,9 +18,8 @@ import time
 import optuna
 import torch
 
-import models
 from hpsearch import data as datasets
-from hpsearch import precision, registry
+from hpsearch import models, precision, registry
 from hpsearch.locations import data_dir
 from hpsearch.runner import resolve_device
 from hpsearch.train import fit

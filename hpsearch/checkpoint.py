@@ -35,9 +35,8 @@ import torchvision
 from torch import nn
 
 import hpsearch
-import models
 from hpsearch import data as datasets
-from hpsearch import tasks
+from hpsearch import models, tasks
 from hpsearch.atomic import replacing
 from hpsearch.errors import UsageError, first_line
 

@@ -13,9 +13,8 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-import models
 from hpsearch import checkpoint as ckpt
-from hpsearch import confirm, tasks, weights
+from hpsearch import confirm, models, tasks, weights
 from hpsearch import data as datasets
 from hpsearch.errors import UsageError
 from hpsearch.progress import format_spread

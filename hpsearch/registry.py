@@ -15,7 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
-import studies
+from hpsearch import studies
 from hpsearch.errors import UsageError, first_line
 from hpsearch.spec import StudySpec
 
@@ -28,7 +28,7 @@ def _packaged() -> dict[str, tuple[StudySpec, Path]]:
     """Each packaged study by name, with the file that declares it."""
     found: dict[str, tuple[StudySpec, Path]] = {}
     for module_info in sorted(pkgutil.iter_modules(studies.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"studies.{module_info.name}")
+        module = importlib.import_module(f"{studies.__name__}.{module_info.name}")
         spec = getattr(module, "SPEC", None)
         if isinstance(spec, StudySpec):
             if spec.name in found:
@@ -89,7 +89,14 @@ def _line_in(file: Path, exc: Exception) -> str:
     return f" at line {lines[-1]}" if lines else ""
 
 
+# What a study file written for the top-level packages of earlier releases imports instead.
+_MOVED = {"models": "from hpsearch import models", "studies": "from hpsearch import studies"}
+
+
 def _what(exc: Exception) -> str:
     if isinstance(exc, SyntaxError):
         return f"SyntaxError: {exc.msg}"
+    moved = _MOVED.get((getattr(exc, "name", None) or "").split(".")[0])
+    if isinstance(exc, ModuleNotFoundError) and moved:
+        return f"no module named {exc.name!r}: hpsearch's own is inside its namespace now; write '{moved}'"
     return f"{type(exc).__name__}: {first_line(exc)}"

@@ -11,9 +11,8 @@ from typing import Any
 import optuna
 import torch
 
-import models
 from hpsearch import data as datasets
-from hpsearch import tasks, weights
+from hpsearch import models, tasks, weights
 from hpsearch.errors import first_line
 from hpsearch.objective import Report, TrialOutOfMemory
 from hpsearch.storage import artifact_store

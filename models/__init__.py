@@ -6,7 +6,7 @@ checkpoint only needs to store ``(name, kwargs, state_dict)``. Keyword arguments
 plain data (str, int, float, bool, lists/tuples of those) for that reason.
 """
 
-from models import autoencoders, lenet, mlp, resnet  # noqa: F401 - importing them fills the registry
-from models.registry import create, names, register
+from . import autoencoders, lenet, mlp, resnet  # noqa: F401 - importing them fills the registry
+from .registry import create, names, register
 
 __all__ = ["create", "names", "register"]

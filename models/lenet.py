@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from models.registry import register
+from .registry import register
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}
 _POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from models.registry import register
+from .registry import register
 
 
 class PenalisedSequential(nn.Sequential):

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torchvision
 from torchvision.models.resnet import BasicBlock
 
-from models.registry import register
+from .registry import register
 
 
 @register

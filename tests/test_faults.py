@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from processes import interruptible
 from synthetic import write_fashion_mnist
 
-import models
+from hpsearch import models
 from hpsearch.cli import main
 
 STUDY = "fashion-lenet"

@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import models
+from hpsearch import models
 
 # (name, kwargs, input shape, output shape); batch 2 so that BatchNorm can train.
 CASES = [

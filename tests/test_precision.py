@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import models
-from hpsearch import data, precision, replicates, tasks
+from hpsearch import data, models, precision, replicates, tasks
 from hpsearch.cli import main
 from hpsearch.train import Recipe, _scheduler, fit
 

@@ -12,8 +12,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-import models
-from hpsearch import registry, search
+from hpsearch import models, registry, search
 from hpsearch.cli import main
 from hpsearch.progress import Progress
 

@@ -2,8 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-import models
-from hpsearch import data
+from hpsearch import data, models
 from hpsearch.train import Diverged, Recipe, fit
 
 
