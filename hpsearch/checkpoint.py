@@ -11,11 +11,14 @@ and dicts, so it loads with ``torch.load(..., weights_only=True)`` (no pickled c
     task, noise_sigma, dataset, metric what it was trained for
     normalization {"mean": [...], "std": [...]}, applied to [0, 1] pixels
     classes       class names, by label
+    study_file    {"path", "sha256"} of the study file, imported to rebuild a model it registers
     metrics       {"val_...": value, "test_...": value or None}
     versions      torch, torchvision, optuna, hpsearch
 
 ``models.create(name, **kwargs)`` + ``load_state_dict`` rebuild the model with no study
-database.
+database; a model that the study file itself registers is rebuilt by importing that file
+first (``rebuild``). The ``.pt2`` program beside it needs no model code at all
+(``hpsearch.program``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import codecs
 import hashlib
 import pickle
 import re
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -64,6 +68,7 @@ def build(
     study_name: str,
     trial: optuna.trial.FrozenTrial,
     noise_sigma: float,
+    study_file: Path | None = None,
 ) -> dict[str, Any]:
     info = datasets.DATASETS[spec.dataset]
     mean, std = datasets.normalization(spec.dataset, spec.standardize)
@@ -84,6 +89,7 @@ def build(
         "normalization": {"mean": list(mean), "std": list(std)},
         "classes": list(info.classes),
         "metrics": {spec.metric: trial.value, tasks.get(spec.task).test_metric: None},
+        "study_file": {"path": str(study_file), "sha256": file_hash(study_file)} if study_file else None,
         "versions": {
             "torch": str(torch.__version__),
             "torchvision": str(torchvision.__version__),
@@ -91,6 +97,10 @@ def build(
             "hpsearch": str(hpsearch.__version__),
         },
     }
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def save(checkpoint: dict[str, Any], path: Path) -> Path:
@@ -210,9 +220,13 @@ def _looks_like_csv(text: str, *, cut: bool) -> bool:
     return bool(rows) and all(len(cells := row.split(",")) > 1 and all(map(_NUMBER.match, cells)) for row in rows)
 
 
-def rebuild(checkpoint: dict[str, Any]) -> nn.Module:
-    """The model, from the checkpoint alone."""
+def rebuild(checkpoint: dict[str, Any], study_file: Path | None = None, out=None) -> nn.Module:
+    """The model, from the checkpoint alone, or, for a model that its study file registers,
+    after importing that file: ``study_file`` where it has moved, else the path the
+    checkpoint names. A file changed since the export is said in one line on ``out``."""
     spec = checkpoint["model"]
+    if spec.get("name") not in models.names():
+        _import_study_file(checkpoint, study_file, out or sys.stderr)
     try:
         model = models.create(spec["name"], **spec["kwargs"])
         model.load_state_dict(checkpoint["state_dict"])
@@ -224,6 +238,26 @@ def rebuild(checkpoint: dict[str, Any]) -> nn.Module:
     return model.eval()
 
 
+def _import_study_file(checkpoint: dict[str, Any], given: Path | None, out) -> None:
+    from hpsearch import registry
+
+    name, named = checkpoint["model"].get("name"), checkpoint.get("study_file") or {}
+    path = Path(given or named.get("path") or "")
+    if not named and given is None:
+        raise UsageError(
+            f"checkpoint model {name!r} is not one of hpsearch's and the checkpoint names no study file; give it "
+            "with --study PATH, or score the .pt2 program written beside the checkpoint"
+        )
+    if not path.is_file():
+        raise UsageError(
+            f"checkpoint model {name!r} is registered by the study file {path}, which is not there: give its new "
+            "place with --study PATH, or score the .pt2 program written beside the checkpoint"
+        )
+    if named.get("sha256") and file_hash(path) != named["sha256"]:
+        print(f"note: the study file {path} changed since the export; the model is rebuilt from it as it is", file=out)
+    registry.get(str(path))
+
+
 @torch.inference_mode()
 def score(
     checkpoint: dict[str, Any], model: nn.Module, raw: datasets.RawSplit, device: torch.device, batch_size: int = 2048
@@ -233,7 +267,8 @@ def score(
     Classification: accuracy. Denoising: MSE against the clean [0, 1]-scaled image of the
     image plus N(0, noise_sigma) noise (noise seeded, so scores repeat)."""
     norm = checkpoint["normalization"]
-    model = model.to(device).eval().to(memory_format=torch.channels_last)
+    # ``model`` is in eval mode already (``rebuild``; a torch.export program has no train mode).
+    model = model.to(device).to(memory_format=torch.channels_last)
     x = datasets.normalize(raw.images.to(device), norm["mean"], norm["std"]).contiguous(
         memory_format=torch.channels_last
     )

@@ -264,10 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rebuild the model from the checkpoint alone and score it on its "
         "dataset's official test split (or on a CSV of label + 784 pixels).",
     )
-    evaluate.add_argument("checkpoint", metavar="PATH", help="a file written by 'hpsearch export'")
+    evaluate.add_argument(
+        "checkpoint", metavar="PATH", help="a checkpoint (.pt) or its program (.pt2), written by 'hpsearch export'"
+    )
     evaluate.add_argument("--data-dir", metavar="DIR", help="dataset folder (default: $HPSEARCH_DATA_DIR, else ./data)")
     evaluate.add_argument("--csv", metavar="FILE", help="score on this CSV (rows of label + 784 pixels) instead")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    evaluate.add_argument(
+        "--study",
+        metavar="PATH",
+        help="the study file that registers the checkpoint's model, where it has moved since the export",
+    )
 
     dashboard = sub.add_parser(
         "dashboard",
@@ -508,6 +515,7 @@ def cmd_evaluate(args) -> None:
         root=locations.data_dir(args.data_dir),
         csv=Path(args.csv) if args.csv else None,
         device=runner.resolve_device(args.device),
+        study_file=Path(args.study) if args.study else None,
     )
 
 

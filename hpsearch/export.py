@@ -14,9 +14,9 @@ import torch
 from optuna.trial import TrialState
 
 from hpsearch import checkpoint as ckpt
-from hpsearch import confirm, models, tasks, weights
+from hpsearch import confirm, models, program, registry, tasks, weights
 from hpsearch import data as datasets
-from hpsearch.errors import UsageError
+from hpsearch.errors import UsageError, first_line
 from hpsearch.progress import format_spread
 from hpsearch.spec import StudySpec
 from hpsearch.storage import artifact_store, open_storage
@@ -134,6 +134,7 @@ def export(
         study_name=study.study_name,
         trial=trial,
         noise_sigma=recipe.noise_sigma,
+        study_file=registry.source(spec),
     )
     if retrain_on is not None:
         checkpoint["retrained_on"] = "train+validation"
@@ -156,7 +157,22 @@ def export(
         + ", ".join(f"{k} {v:.4f}" for k, v in checkpoint["metrics"].items() if v is not None),
         file=out_stream,
     )
+    _write_program(checkpoint, Path(out).with_suffix(".pt2"), out_stream)
     return checkpoint
+
+
+def _write_program(checkpoint: dict, path: Path, out: TextIO) -> None:
+    """The torch.export program beside the checkpoint; a model torch.export cannot trace
+    costs only the program, said in one line."""
+    shape = datasets.DATASETS[checkpoint["dataset"]].image_shape
+    try:
+        program.write(ckpt.rebuild(checkpoint), checkpoint, torch.rand(2, *shape), path)
+    except Exception as exc:  # torch.export's failures are many kinds of exception
+        print(f"no {path}: torch.export could not trace {checkpoint['model']['name']} ({first_line(exc)})", file=out)
+        return
+    print(
+        f"wrote {path}: the model as a torch.export program (fp32, any batch size), scored with no model code", file=out
+    )
 
 
 def _score_replicates(spec, study_name, storage, store, trial, checkpoint, test, device) -> dict | None:
@@ -184,13 +200,24 @@ def _score_replicates(spec, study_name, storage, store, trial, checkpoint, test,
 
 
 def evaluate(
-    path: Path, *, root: Path | None, csv: Path | None, device: torch.device, stdout: TextIO | None = None
+    path: Path,
+    *,
+    root: Path | None,
+    csv: Path | None,
+    device: torch.device,
+    study_file: Path | None = None,
+    stdout: TextIO | None = None,
 ) -> float:
-    """Score the checkpoint at ``path`` on its dataset's official test split (or on a CSV of
-    the fashion-resnet form) and print the metric and a per-class table."""
+    """Score the checkpoint at ``path`` (or the ``.pt2`` program beside it) on its dataset's
+    official test split (or on a CSV of the fashion-resnet form) and print the metric and a
+    per-class table. ``study_file``: where the study file that registers the checkpoint's
+    model is now, when it has moved."""
     out = stdout or sys.stdout
-    checkpoint = ckpt.load(path)
-    model = ckpt.rebuild(checkpoint)
+    if Path(path).suffix == ".pt2":
+        model, checkpoint = program.load(path)
+    else:
+        checkpoint = ckpt.load(path)
+        model = ckpt.rebuild(checkpoint, study_file, out)
     if csv is not None:
         if datasets.DATASETS[checkpoint["dataset"]].image_shape != (1, 28, 28):
             raise UsageError(

@@ -19,6 +19,14 @@ from hpsearch import studies
 from hpsearch.errors import UsageError, first_line
 from hpsearch.spec import StudySpec
 
+# The file each study loaded in this process came from, by study name (names are unique).
+_SOURCES: dict[str, Path] = {}
+
+
+def source(spec: StudySpec) -> Path | None:
+    """The study file that declared ``spec`` (packaged or given by path), once loaded here."""
+    return _SOURCES.get(spec.name)
+
 
 def all_specs() -> dict[str, StudySpec]:
     return {name: spec for name, (spec, _) in _packaged().items()}
@@ -34,6 +42,7 @@ def _packaged() -> dict[str, tuple[StudySpec, Path]]:
             if spec.name in found:
                 raise RuntimeError(f"two study files declare the name {spec.name!r}")
             found[spec.name] = spec, Path(module.__file__).resolve()
+            _SOURCES[spec.name] = found[spec.name][1]
     return found
 
 
@@ -78,6 +87,7 @@ def _from_file(path: Path) -> StudySpec:
             f"study file {str(path)!r} names its SPEC {spec.name!r}, the name of the packaged study in "
             f"studies/{packaged[1].name}; give it a name of its own"
         )
+    _SOURCES[spec.name] = resolved
     return spec
 
 

@@ -3,6 +3,8 @@ on-disk format (fashion-lenet has its own, longer tests in test_run.py)."""
 
 import dataclasses
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -157,6 +159,42 @@ def _readme_study() -> str:
     return WRITING_A_STUDY.read_text().split("```python\n", 1)[1].split("```", 1)[0]
 
 
+def _evaluate_elsewhere(tmp_path, data_root):
+    """``hpsearch evaluate`` in fresh processes from another folder: the checkpoint through
+    its study file (moved, changed), the .pt2 program with no study file at all."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def evaluate(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "hpsearch", "evaluate", *map(str, args), "--data-dir", str(data_root)],
+            cwd=elsewhere,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    first = evaluate(tmp_path / "best.pt")
+    assert first.returncode == 0 and "sparse_fc from trial" in first.stdout, first.stderr
+    accuracy = next(line for line in first.stdout.splitlines() if line.startswith("test_accuracy"))
+    program = evaluate(tmp_path / "best.pt2")
+    assert program.returncode == 0, program.stderr
+    assert next(line for line in program.stdout.splitlines() if line.startswith("test_accuracy")) == accuracy
+
+    moved = tmp_path / "moved" / "my_study.py"
+    moved.parent.mkdir()
+    (tmp_path / "mine" / "my_study.py").rename(moved)
+    gone = evaluate(tmp_path / "best.pt")
+    assert gone.returncode == 2 and gone.stdout == "" and len(gone.stderr.strip().splitlines()) == 1
+    assert "which is not there: give its new place with --study PATH" in gone.stderr
+    assert evaluate(tmp_path / "best.pt2").returncode == 0  # the program needs no study file
+    moved.write_text(moved.read_text() + "\n# edited after the export\n")
+    changed = evaluate(tmp_path / "best.pt", "--study", moved)
+    assert changed.returncode == 0, changed.stderr
+    assert "note: the study file" in changed.stdout and "changed since the export" in changed.stdout
+    moved.rename(tmp_path / "mine" / "my_study.py")  # back, for the rest of the test
+
+
 def test_a_study_file_from_anywhere_runs_and_is_found_again_by_its_path(fashion_root, tmp_path, monkeypatch, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -166,7 +204,8 @@ def test_a_study_file_from_anywhere_runs_and_is_found_again_by_its_path(fashion_
     run = "run my_study.py --trials 2 --epochs 1 --subset 300 --seed 0 --storage"
     assert hpsearch(run, url, "--data-dir", fashion_root) == 0
     study = optuna.load_study(study_name="my-fc", storage=url)  # stored under SPEC's name
-    assert study.trials[0].params == {"lr": 1e-3, "batch_size": 100, "hidden": 512}
+    assert study.trials[0].params == {"lr": 1e-3, "batch_size": 100, "hidden": 512, "l1": 1e-4}
+    assert study.trials[0].user_attrs["model"] == "sparse_fc"  # the file's own model
     capsys.readouterr()
 
     monkeypatch.chdir(tmp_path)
@@ -174,7 +213,8 @@ def test_a_study_file_from_anywhere_runs_and_is_found_again_by_its_path(fashion_
     out = capsys.readouterr().out
     assert out.startswith("study my-fc (my-fc)") and "trials: 2 (" in out
     assert hpsearch("export mine/my_study.py --out best.pt --storage", url, "--data-dir", fashion_root) == 0
-    assert (tmp_path / "best.pt").is_file()
+    assert (tmp_path / "best.pt").is_file() and (tmp_path / "best.pt2").is_file()
+    _evaluate_elsewhere(tmp_path, fashion_root)
     assert hpsearch("list mine/my_study.py") == 0
     assert "hidden      int 64 .. 2048, log" in capsys.readouterr().out
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
