@@ -30,6 +30,7 @@ from torchvision import transforms
 from hpsearch import data as datasets
 from hpsearch import models, precision
 from hpsearch.locations import data_dir
+from hpsearch.readers import idx
 from hpsearch.runner import resolve_device
 from hpsearch.train import Recipe, fit
 
@@ -43,7 +44,7 @@ def sync(device: torch.device) -> None:
 
 def reports_way(root, device, batch_size: int) -> tuple[int, float]:
     """The loop of the course reports. Returns (images trained, seconds)."""
-    staged = datasets._stage_idx_files(torchvision.datasets.FashionMNIST, root)
+    staged = idx.stage_idx_files(torchvision.datasets.FashionMNIST, root)
     train = torchvision.datasets.FashionMNIST(str(staged), train=True, transform=transforms.ToTensor())
     loader = DataLoader(train, batch_size=batch_size, shuffle=True)
     torch.manual_seed(0)

@@ -18,6 +18,7 @@ from hpsearch import confirm, models, program, registry, tasks, weights
 from hpsearch import data as datasets
 from hpsearch.errors import UsageError, first_line
 from hpsearch.progress import format_spread
+from hpsearch.readers.fashion_csv import read_csv
 from hpsearch.spec import StudySpec
 from hpsearch.storage import artifact_store, open_storage
 from hpsearch.train import fit
@@ -223,7 +224,7 @@ def evaluate(
             raise UsageError(
                 f"--csv holds 1x28x28 images, but {path} was trained on {checkpoint['dataset']}: use --data-dir"
             )
-        raw = datasets.read_csv(csv, num_classes=len(checkpoint["classes"]), classes=checkpoint["classes"])
+        raw = read_csv(csv, num_classes=len(checkpoint["classes"]), classes=checkpoint["classes"])
         source = str(csv)
     else:
         raw = datasets.read(checkpoint["dataset"], "test", root)

@@ -21,6 +21,9 @@ from synthetic import (
 
 from hpsearch import data, locations
 from hpsearch.errors import UsageError
+from hpsearch.readers import flowers102
+from hpsearch.readers import images as image_files
+from hpsearch.readers.fashion_csv import read_csv
 
 CPU = torch.device("cpu")
 # conftest gives every test a fresh HPSEARCH_CACHE_DIR; the real-data test reuses the user's.
@@ -41,7 +44,7 @@ def decoded_cache_files() -> list[Path]:
 @pytest.mark.parametrize("header", [True, False])
 def test_csv_is_read_with_or_without_header(tmp_path, header):
     images, labels = write_fashion_csv(tmp_path / "train.csv", 40, header=header)
-    raw = data.read_csv(tmp_path / "train.csv")
+    raw = read_csv(tmp_path / "train.csv")
     assert raw.images.shape == (40, 1, 28, 28) and raw.images.dtype == torch.uint8
     assert raw.labels.dtype == torch.int64
     assert torch.equal(raw.images, torch.from_numpy(images))
@@ -86,7 +89,7 @@ def _set(column: int, value: str):
 def test_csv_errors_name_the_file_and_the_first_bad_line(tmp_path, change, expected):
     path = _bad_csv(tmp_path, 7, change)
     with pytest.raises(UsageError) as e:
-        data.read_csv(path)
+        read_csv(path)
     message = str(e.value)
     assert expected in message
     assert message.startswith(str(path)) and "\n" not in message
@@ -101,25 +104,25 @@ def test_csv_line_numbers_count_the_header_and_blank_lines(tmp_path):
     lines[4] = lines[4] + ",7"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(UsageError, match="line 5 has 786 values"):
-        data.read_csv(path)
+        read_csv(path)
 
     write_fashion_csv(path, 5, header=False)
     lines = path.read_text().splitlines()
     lines[0] = "11" + lines[0][1:]  # no header: the first line is data line 1
     path.write_text("\n".join(lines))
     with pytest.raises(UsageError, match="line 1: label 11 is outside 0..9"):
-        data.read_csv(path)
+        read_csv(path)
 
 
 def test_csv_missing_or_empty_file_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="nowhere.csv: no such file"):
-        data.read_csv(tmp_path / "nowhere.csv")
+        read_csv(tmp_path / "nowhere.csv")
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(UsageError, match="empty.csv holds no data rows"):
-        data.read_csv(tmp_path / "empty.csv")
+        read_csv(tmp_path / "empty.csv")
     (tmp_path / "header_only.csv").write_text("label," + ",".join(f"pixel{i}" for i in range(1, 785)) + "\n\n")
     with pytest.raises(UsageError, match="header_only.csv holds no data rows"):
-        data.read_csv(tmp_path / "header_only.csv")
+        read_csv(tmp_path / "header_only.csv")
 
 
 def test_train_csv_replaces_the_training_source_in_load(fashion_root, tmp_path):
@@ -208,8 +211,8 @@ def test_cifar10_image_folder_is_decoded_once_and_cached(tmp_path, monkeypatch):
     [cache] = decoded_cache_files()
     stamp = cache.stat().st_mtime_ns
 
-    decode = data._decode_rgb
-    monkeypatch.setattr(data, "_decode_rgb", no_decoding)
+    decode = image_files.decode_rgb
+    monkeypatch.setattr(image_files, "decode_rgb", no_decoding)
     again = data.read("cifar10", "train", tmp_path)
     assert torch.equal(again.images, train.images) and torch.equal(again.labels, train.labels)
     assert decoded_cache_files() == [cache] and cache.stat().st_mtime_ns == stamp
@@ -217,7 +220,7 @@ def test_cifar10_image_folder_is_decoded_once_and_cached(tmp_path, monkeypatch):
     # The test split is a folder of its own, so a cache of its own.
     with pytest.raises(AssertionError, match="decoded an image"):
         data.read("cifar10", "test", tmp_path)
-    monkeypatch.setattr(data, "_decode_rgb", decode)
+    monkeypatch.setattr(image_files, "decode_rgb", decode)
     assert data.read("cifar10", "test", tmp_path).images.shape == (20, 3, 32, 32)
     assert len(decoded_cache_files()) == 2
 
@@ -259,7 +262,7 @@ def test_flowers102_splits_are_resized_to_100x100_and_cached(tmp_path, without_m
     assert len(caches) == 3
     stamps = [c.stat().st_mtime_ns for c in caches]
 
-    monkeypatch.setattr(data, "_decode_rgb", no_decoding)
+    monkeypatch.setattr(flowers102, "decode_rgb", no_decoding)
     for split, raw in raws.items():
         again = data.read("flowers102", split, tmp_path)
         assert torch.equal(again.images, raw.images) and torch.equal(again.labels, raw.labels)
