@@ -99,14 +99,15 @@ def _line_in(file: Path, exc: Exception) -> str:
     return f" at line {lines[-1]}" if lines else ""
 
 
-# What a study file written for the top-level packages of earlier releases imports instead.
-_MOVED = {"models": "from hpsearch import models", "studies": "from hpsearch import studies"}
+# The top-level packages of earlier releases, now inside hpsearch's namespace.
+_MOVED = ("models", "studies")
 
 
 def _what(exc: Exception) -> str:
     if isinstance(exc, SyntaxError):
         return f"SyntaxError: {exc.msg}"
-    moved = _MOVED.get((getattr(exc, "name", None) or "").split(".")[0])
-    if isinstance(exc, ModuleNotFoundError) and moved:
-        return f"no module named {exc.name!r}: hpsearch's own is inside its namespace now; write '{moved}'"
+    name = getattr(exc, "name", None) or ""
+    if isinstance(exc, ModuleNotFoundError) and name.split(".")[0] in _MOVED:
+        top = name.split(".")[0]
+        return f"no module named {name!r}: hpsearch's {top} are inside its namespace now: import hpsearch.{name}"
     return f"{type(exc).__name__}: {first_line(exc)}"

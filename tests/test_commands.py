@@ -75,8 +75,11 @@ def test_show_summarises_the_stored_study(fashion_root, tmp_path, capsys):
     assert table[1].split()[:2] == [str(study.best_trial.number), f"{study.best_value:.4f}"]
 
 
-def test_a_plain_install_works_outside_the_checkout(tmp_path):
-    """`pip install .` (not editable) ships the engine, the studies and the models."""
+def test_a_plain_install_works_outside_the_checkout_beside_a_users_own_models_and_studies(tmp_path):
+    """`pip install .` (not editable) ships the engine, the studies and the models inside
+    hpsearch's namespace: run from a project folder with a models.py and a studies/ package
+    of its own, neither side shadows the other, and a study file written for the old
+    top-level imports is told what to import instead."""
     # A copy, because pip builds in the source tree and would leave build/ in the checkout.
     source = tmp_path / "source"
     shutil.copytree(
@@ -99,25 +102,39 @@ def test_a_plain_install_works_outside_the_checkout(tmp_path):
         timeout=300,
     )
     assert not (target / "tests").exists()
+    assert not (target / "models").exists() and not (target / "studies").exists()  # no top-level packages
+    project = tmp_path / "project"
+    (project / "studies").mkdir(parents=True)
+    (project / "models.py").write_text("OURS = 'the project models.py'\n")
+    (project / "studies" / "__init__.py").write_text("")
+    (project / "old_study.py").write_text("from models.registry import register\n")
     # Dependencies installed with --target (as on the GPU machine) stay on the path; the checkout does not.
     kept = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != REPO]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), *kept])}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import hpsearch, studies, models, sys; "
-            "print(hpsearch.__file__); sys.exit(__import__('hpsearch.cli').cli.main(['list']))",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=120,
+
+    def python(*code):
+        return subprocess.run(
+            [sys.executable, *code], capture_output=True, text=True, cwd=project, env=env, timeout=120
+        )
+
+    proc = python(
+        "-c",
+        "import hpsearch, hpsearch.studies, hpsearch.models, models, studies, sys; "
+        "print(hpsearch.__file__); print(hpsearch.models.__file__); print(models.OURS); print(studies.__file__); "
+        "sys.exit(__import__('hpsearch.cli').cli.main(['list']))",
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0].startswith(str(target))
-    assert "fashion-lenet" in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(str(target)) and lines[1].startswith(str(target))
+    assert lines[2] == "the project models.py" and lines[3] == str(project / "studies" / "__init__.py")
+    listed = [line.split()[0] for line in lines[5:]]
+    assert listed == ["cifar10-mlp", "fashion-fc", "fashion-lenet", "fashion-resnet", "flowers-ae", "mnist-denoise"]
+    old = python("-m", "hpsearch", "list", "old_study.py")
+    assert old.returncode == 2 and old.stdout == ""
+    assert old.stderr.strip().splitlines() == [
+        "hpsearch: error: study file 'old_study.py' fails at line 1: no module named 'models.registry': "
+        "hpsearch's models are inside its namespace now: import hpsearch.models.registry"
+    ]
 
 
 def _parameter_rows(text: str) -> dict[str, list[str]]:
