@@ -143,7 +143,8 @@ def export(
     if score_root is not None:
         test = datasets.read(spec.dataset, "test", score_root)
         checkpoint["metrics"][test_metric] = ckpt.score(checkpoint, ckpt.rebuild(checkpoint), test, device)[0]
-        seeds = _score_replicates(spec, study.study_name, storage, store, trial, checkpoint, test, device)
+        confirmed = next((r for r in (confirm.stored(study) or {}).get("rows", []) if r["trial"] == trial.number), None)
+        seeds = _score_replicates(spec, study.study_name, storage, store, trial, confirmed, checkpoint, test, device)
         if seeds is not None:
             checkpoint["seeds"] = seeds
             print(
@@ -176,9 +177,11 @@ def _write_program(checkpoint: dict, path: Path, out: TextIO) -> None:
     )
 
 
-def _score_replicates(spec, study_name, storage, store, trial, checkpoint, test, device) -> dict | None:
-    """The test metric of each replicate of ``trial`` (``hpsearch confirm``) that kept its
-    weights: mean, std, n, seeds and values; None where there is no such replicate."""
+def _score_replicates(spec, study_name, storage, store, trial, confirmed, checkpoint, test, device) -> dict | None:
+    """The test metric of each replicate of ``trial`` that kept its weights: mean, std, n,
+    seeds and values; None where there is no such replicate. ``confirmed``, the trial's row
+    of the stored confirmation, says which replicates: its epochs and its training (``data``:
+    a subset, a CSV, bf16); without one, those of the trial's own budget on the whole split."""
     from hpsearch import replicates
 
     try:
@@ -186,7 +189,8 @@ def _score_replicates(spec, study_name, storage, store, trial, checkpoint, test,
     except KeyError:
         return None
     values, seeds = [], []
-    for replicate in replicates.complete_replicates(rstudy, replicates.of_trial(spec, trial)):
+    config = replicates.of_trial(spec, trial, *((confirmed["epochs"], confirmed.get("data", "")) if confirmed else ()))
+    for replicate in replicates.complete_replicates(rstudy, config):
         state = weights.stored_weights(replicate, store, storage)
         if state is None:
             continue
