@@ -13,6 +13,7 @@ code in a ``.pt2`` runs.
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -35,8 +36,10 @@ def write(model: nn.Module, checkpoint: dict[str, Any], example: torch.Tensor, p
     model = model.float().cpu().eval()
     program = torch.export.export(model, (example.float().cpu(),), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
     meta = {k: v for k, v in checkpoint.items() if k != "state_dict"}
+    buffer = io.BytesIO()  # torch.export.save wants a name ending in .pt2, or a buffer
+    torch.export.save(program, buffer, extra_files={EXTRA: json.dumps(meta)})
     with replacing(Path(path)) as tmp:
-        torch.export.save(program, tmp, extra_files={EXTRA: json.dumps(meta)})
+        Path(tmp).write_bytes(buffer.getvalue())
     return Path(path)
 
 
