@@ -85,8 +85,10 @@ def _scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps_per_epoch
 
 
 def augment(x: torch.Tensor, crop_padding: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Per-image random horizontal flip and random crop after zero padding, on the device."""
+    """Per-image random horizontal flip and random crop after zero padding, on the device;
+    the result keeps the memory format of ``x``."""
     n, c, h, w = x.shape
+    memory_format = torch.contiguous_format if x.is_contiguous() else torch.channels_last
     device = x.device
     if hflip:
         flip = torch.rand(n, device=device, generator=generator) < 0.5
@@ -100,7 +102,7 @@ def augment(x: torch.Tensor, crop_padding: int, hflip: bool, generator: torch.Ge
         x = padded[
             torch.arange(n, device=device).view(n, 1, 1, 1), torch.arange(c, device=device).view(1, c, 1, 1), rows, cols
         ]
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=memory_format)
     return x
 
 
@@ -180,6 +182,14 @@ def _run_stage(
             raise Diverged(epoch, stage.name)
 
 
+def _has_strided_pointwise_conv(model: nn.Module) -> bool:
+    """Whether ``model`` has a 1x1 convolution with a stride (a ResNet's downsampling
+    shortcut). On the CPU its channels-last backward crashes the process (SIGSEGV/SIGABRT in
+    oneDNN, torch 2.14.1, 2-core AMD EPYC) for an odd batch and few input channels (8 to
+    12 seen, 16 and 24+ not): such a model trains in NCHW there, slower but alive."""
+    return any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1) for m in model.modules())
+
+
 def fit(
     model: nn.Module,
     data: SearchData,
@@ -201,9 +211,14 @@ def fit(
     model's own loss and parameter methods for the passes that run before the training epochs.
     """
     device = data.train.x.device
-    if data.train.x.dim() == 4:
+    if data.train.x.dim() == 4 and device.type == "cpu" and _has_strided_pointwise_conv(model):
+        # Inputs too: a channels-last input makes the convolution channels-last again.
+        data = replace(
+            data, train=Split(data.train.x.contiguous(), data.train.y), val=Split(data.val.x.contiguous(), data.val.y)
+        )
+    elif data.train.x.dim() == 4:
         # NHWC lets oneDNN (CPU) and cuDNN (GPU) pick their faster convolution and pooling
-        # kernels: measured 1.2-1.4x on the CPU for LeNet-5 (docs/benchmarks.md).
+        # kernels: measured 1.2-1.7x on the CPU for LeNet-5 (docs/benchmarks.md).
         model.to(memory_format=torch.channels_last)
     generator = torch.Generator(device=device).manual_seed(recipe.seed)
     for stage in recipe.stages:

@@ -119,3 +119,29 @@ def test_stages_run_the_models_own_loss_over_its_own_parameters_first(fashion_ro
     assert list(seen) == ["warm-up epoch 1/2", "warm-up epoch 2/2", "epoch 1/1"]
     assert seen["epoch 1/1"] == (True, False)  # the stage moved the encoder only
     assert result.best_value > 0.5
+
+
+def test_a_resnet_with_strided_1x1_shortcuts_trains_an_odd_batch_on_the_cpu():
+    """In a process of its own: the crash it guards against (oneDNN's channels-last backward
+    of a strided 1x1 convolution with 8 input channels and a batch of 51, on a 2-core AMD
+    EPYC) kills the process, not just the test."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import torch
+        from hpsearch import data as d, models
+        from hpsearch.train import Recipe, fit
+        x = torch.rand(64, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (64,))
+        split = d.SearchData(d.Split(x[:51], y[:51]), d.Split(x[51:], y[51:]), list("0123456789"), (0.0,), (1.0,))
+        for crop in (0, 4):
+            fit(models.create("resnet20", widths=[8, 16, 32]), split, Recipe(epochs=1, batch_size=103, lr=1e-3,
+                crop_padding=crop, hflip=bool(crop)))
+        print("trained")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "trained", done.stderr[-2000:]
