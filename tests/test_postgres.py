@@ -163,7 +163,7 @@ def test_export_and_report_work_on_the_server_study(searched, postgres_server, t
         report_err=report_err,
         report_page=page,
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "r.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "best.pt2", "r.html"]
 
 
 def test_hpsearch_show_and_optuna_cli_agree(searched, postgres_server):
