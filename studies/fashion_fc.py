@@ -12,7 +12,9 @@ def space(trial):
         "batch_size": trial.suggest_int("batch_size", 10, 1280, log=True),
         "hidden": trial.suggest_int("hidden", 64, 2048, log=True),
         "optimizer": trial.suggest_categorical("optimizer", ["adam", "sgd", "rmsprop"]),
-        # Beyond report 004: a decaying schedule, random crop and flip on the device, label smoothing.
+        # Beyond report 004: dropout, a decaying schedule, random crop and flip on the device,
+        # label smoothing.
+        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
         "lr_schedule": trial.suggest_categorical("lr_schedule", ["constant", "cosine", "onecycle"]),
         "crop_padding": 2 if trial.suggest_categorical("random_crop", [False, True]) else 0,
         "hflip": trial.suggest_categorical("hflip", [False, True]),
@@ -43,11 +45,12 @@ SPEC = StudySpec(
     ),
     max_epochs=20,
     space=space,
-    model=lambda p: ("fc_net", {"hidden": p["hidden"]}),
+    model=lambda p: ("fc_net", {"hidden": p["hidden"], "dropout": p["dropout"]}),
     baseline={
         "lr": 1e-3,
         "batch_size": 100,
         "hidden": 512,
+        "dropout": 0.0,
         "optimizer": "adam",
         "lr_schedule": "constant",
         "random_crop": False,

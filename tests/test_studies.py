@@ -41,7 +41,7 @@ def _check(study, spec_name, fixed=None):
 
 def test_fashion_fc(fashion_root, tmp_path):
     trials = _check(_run("fashion-fc", fashion_root, tmp_path), "fashion-fc")
-    assert trials[0].user_attrs["model_kwargs"] == {"hidden": 512} and trials[0].value > 0.5
+    assert trials[0].user_attrs["model_kwargs"] == {"hidden": 512, "dropout": 0.0} and trials[0].value > 0.5
 
 
 def test_fashion_resnet_on_torchvision_files(fashion_root, tmp_path):
