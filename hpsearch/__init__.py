@@ -1,10 +1,12 @@
 """hpsearch: Optuna hyperparameter searches for PyTorch image models.
 
-The repository keeps ``models/`` and ``studies/`` at its top level; they are installed as
-``hpsearch.models`` and ``hpsearch.studies`` (``package-dir`` in ``pyproject.toml``), so a
-user's own ``models`` or ``studies`` package never shadows them, nor they it. Run from a
-source checkout (editable install, or the checkout on ``PYTHONPATH``), the same two names
-are found in the checkout's folders.
+The engine is this package. What plugs into it stays at the repository's top level:
+``models/`` (architectures by name), ``readers/`` (datasets by name) and ``studies/`` (one
+file a study). They are installed as ``hpsearch.models``, ``hpsearch.readers`` and
+``hpsearch.studies`` (``package-dir`` in ``pyproject.toml``), so a user's own ``models`` or
+``studies`` package never shadows them, nor they it. Run from a source checkout (editable
+install, or the checkout on ``PYTHONPATH``), the same names are found in the checkout's
+folders.
 """
 
 from pathlib import Path as _Path

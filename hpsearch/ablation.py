@@ -1,4 +1,4 @@
-"""``hpsearch ablate``: which of the differences between the report's baseline and the best
+"""``hpsearch ablate``: which of the differences between the study's baseline and the best
 configuration carry the gain, each step measured over seeds.
 
 The ablation path (Fawcett & Hoos, J. Heuristics 2016): from the baseline, each round tries

@@ -1,4 +1,5 @@
-"""Optuna samplers and pruners by the names the command line accepts."""
+"""Optuna samplers and pruners by the names the command line accepts: adding one is an entry
+in ``SAMPLERS`` or ``PRUNERS``."""
 
 from __future__ import annotations
 
@@ -6,9 +7,24 @@ import warnings
 from typing import Any
 
 import optuna
+from optuna import pruners, samplers
 
-SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
-PRUNERS = ("hyperband", "median", "percentile", "sha", "none")
+# name -> the sampler, given the run's seed (None: unseeded).
+SAMPLERS = {
+    "tpe": lambda seed: samplers.TPESampler(seed=seed),
+    "random": lambda seed: samplers.RandomSampler(seed=seed),
+    "cmaes": lambda seed: samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+    "gp": lambda seed: samplers.GPSampler(seed=seed),
+    "qmc": lambda seed: samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
+}
+# name -> the pruner, sized for trials of at most ``max_epochs`` epochs.
+PRUNERS = {
+    "hyperband": lambda epochs: pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3),
+    "median": lambda max_epochs: pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+    "percentile": lambda max_epochs: pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=1),
+    "sha": lambda max_epochs: pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+    "none": lambda max_epochs: pruners.NopPruner(),
+}
 DEFAULT_SAMPLER = "tpe"
 # Optuna's benchmarks found TPE + Hyperband the strongest pair for budgets of tens to
 # hundreds of trials; it also stops weak trials from the first epochs without a warm-up
@@ -16,16 +32,9 @@ DEFAULT_SAMPLER = "tpe"
 DEFAULT_PRUNER = "hyperband"
 
 
-def make_sampler(name: str, seed: int | None, fixed: dict[str, Any] | None = None) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int | None, fixed: dict[str, Any] | None = None) -> samplers.BaseSampler:
     """The sampler ``name``; parameters in ``fixed`` are pinned (``--set``)."""
-    samplers = optuna.samplers
-    base = {
-        "tpe": lambda: samplers.TPESampler(seed=seed),
-        "random": lambda: samplers.RandomSampler(seed=seed),
-        "cmaes": lambda: samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
-        "gp": lambda: samplers.GPSampler(seed=seed),
-        "qmc": lambda: samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
-    }[name]()
+    base = SAMPLERS[name](seed)
     if not fixed:
         return base
     with warnings.catch_warnings():  # experimental since Optuna 2.4; a warning per run says nothing new
@@ -33,13 +42,6 @@ def make_sampler(name: str, seed: int | None, fixed: dict[str, Any] | None = Non
         return samplers.PartialFixedSampler(fixed, base)
 
 
-def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
-    """The pruner ``name``, sized for trials of at most ``max_epochs`` reports."""
-    pruners = optuna.pruners
-    return {
-        "hyperband": lambda: pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3),
-        "median": lambda: pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
-        "percentile": lambda: pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=1),
-        "sha": lambda: pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
-        "none": lambda: pruners.NopPruner(),
-    }[name]()
+def make_pruner(name: str, max_epochs: int) -> pruners.BasePruner:
+    """The pruner ``name``, sized for trials of at most ``max_epochs`` epochs."""
+    return PRUNERS[name](max_epochs)

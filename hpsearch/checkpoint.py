@@ -15,7 +15,7 @@ and dicts, so it loads with ``torch.load(..., weights_only=True)`` (no pickled c
     metrics       {"val_...": value, "test_...": value or None}
     versions      torch, torchvision, optuna, hpsearch
 
-``models.create(name, **kwargs)`` + ``load_state_dict`` rebuild the model with no study
+``hpsearch.train.build_model(name, kwargs, state_dict=...)`` rebuilds the model with no study
 database; a model that the study file itself registers is rebuilt by importing that file
 first (``rebuild``). The ``.pt2`` program beside it needs no model code at all
 (``hpsearch.program``).
@@ -43,6 +43,7 @@ from hpsearch import data as datasets
 from hpsearch import models, tasks
 from hpsearch.atomic import replacing
 from hpsearch.errors import UsageError, first_line
+from hpsearch.train import build_model, evaluate
 
 FORMAT = "hpsearch-checkpoint/1"
 REQUIRED = ("model", "state_dict", "sha256", "task", "dataset", "normalization", "classes", "metrics")
@@ -82,13 +83,13 @@ def build(
         "spec": spec.name,
         "trial": trial.number,
         "params": dict(trial.params),
-        "task": spec.task,
+        "task": spec.task.name,
         "noise_sigma": noise_sigma,
         "dataset": spec.dataset,
         "metric": spec.metric,
         "normalization": {"mean": list(mean), "std": list(std)},
         "classes": list(info.classes),
-        "metrics": {spec.metric: trial.value, tasks.get(spec.task).test_metric: None},
+        "metrics": {spec.metric: trial.value, spec.task.test_metric: None},
         "study_file": {"path": str(study_file), "sha256": file_hash(study_file)} if study_file else None,
         "versions": {
             "torch": str(torch.__version__),
@@ -228,8 +229,7 @@ def rebuild(checkpoint: dict[str, Any], study_file: Path | None = None, out=None
     if spec.get("name") not in models.names():
         _import_study_file(checkpoint, study_file, out or sys.stderr)
     try:
-        model = models.create(spec["name"], **spec["kwargs"])
-        model.load_state_dict(checkpoint["state_dict"])
+        model = build_model(spec["name"], spec["kwargs"], state_dict=checkpoint["state_dict"])
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
         first = first_line(exc)
         raise UsageError(
@@ -258,29 +258,16 @@ def _import_study_file(checkpoint: dict[str, Any], given: Path | None, out) -> N
     registry.get(str(path))
 
 
-@torch.inference_mode()
 def score(
-    checkpoint: dict[str, Any], model: nn.Module, raw: datasets.RawSplit, device: torch.device, batch_size: int = 2048
+    checkpoint: dict[str, Any], model: nn.Module, raw: datasets.RawSplit, device: torch.device
 ) -> tuple[float, list[tuple[str, int, float]]]:
-    """The checkpoint's metric on ``raw`` and a per-class table (class, count, metric).
-
-    Classification: accuracy. Denoising: MSE against the clean [0, 1]-scaled image of the
-    image plus N(0, noise_sigma) noise (noise seeded, so scores repeat)."""
+    """The checkpoint's metric on ``raw`` and a per-class table (class, count, metric), by the
+    trainer's own ``evaluate``, on the images normalised as the checkpoint was trained."""
     norm = checkpoint["normalization"]
-    # ``model`` is in eval mode already (``rebuild``; a torch.export program has no train mode).
+    split = datasets.to_split(raw.images, raw.labels, norm["mean"], norm["std"], device)
     model = model.to(device).to(memory_format=torch.channels_last)
-    x = datasets.normalize(raw.images.to(device), norm["mean"], norm["std"]).contiguous(
-        memory_format=torch.channels_last
-    )
-    y = raw.labels.to(device)
-    task = tasks.get(checkpoint["task"])
-    generator = torch.Generator(device=device).manual_seed(0)
-    per_example = []
-    for i in range(0, len(y), batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        per_example.append(task.per_example(task.forward(model, xb, checkpoint["noise_sigma"], generator), xb, yb))
-    values = torch.cat(per_example).double().cpu()
-    labels = raw.labels.cpu()
+    per_example, _ = evaluate(model, split, tasks.get(checkpoint["task"]), checkpoint["noise_sigma"])
+    values, labels = per_example.cpu(), raw.labels.cpu()
     classes = checkpoint["classes"] or [str(c) for c in range(int(labels.max()) + 1)]
     table = [
         (name, int((labels == c).sum()), float(values[labels == c].mean()))

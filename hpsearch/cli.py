@@ -147,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _storage_options(run, artifacts=True)
     run.add_argument("--epochs", type=_positive_int, metavar="E", help="max epochs per trial (default: the study's)")
-    run.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER, help=f"default: {DEFAULT_SAMPLER}")
-    run.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER, help=f"default: {DEFAULT_PRUNER}")
+    run.add_argument("--sampler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER, help=f"default: {DEFAULT_SAMPLER}")
+    run.add_argument("--pruner", choices=list(PRUNERS), default=DEFAULT_PRUNER, help=f"default: {DEFAULT_PRUNER}")
     run.add_argument(
         "--seed", type=int, help="seed of the sampler and of each trial's training (trial seed = seed + number)"
     )
@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate = sub.add_parser(
         "ablate",
         help="the ablation path from the baseline to the confirmed best, over seeds",
-        description="From the baseline (trial 0, the report's configuration) to the confirmed best (or --to "
+        description="From the baseline (trial 0, the study's hand-tuned configuration) to the confirmed best (or --to "
         "TRIAL): each round switches each remaining difference alone, trains each candidate with S seeds and "
         "keeps the one that gains most (--method path), or reverts each difference of the best alone "
         "(--method leave-one-out). Prints the cost first; rerunning continues.",

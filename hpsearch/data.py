@@ -95,8 +95,9 @@ def read(name: str, split: str, root: Path) -> RawSplit:
     return info.read(root, split)
 
 
-# The process-wide cache of ``load``: every trial of a worker trains on the same device tensors.
-_LOADED: dict[tuple, SearchData] = {}
+# The process-wide cache of ``load``, by all of its arguments: every trial of a worker trains
+# on the same device tensors. ``LOADED.clear()`` frees them (the next ``load`` reads again).
+LOADED: dict[tuple, SearchData] = {}
 
 
 def load(
@@ -121,11 +122,11 @@ def load(
     Pixels are scaled to [0, 1] and, when ``standardize``, standardised per channel with
     the dataset's mean/std; ``SearchData.mean``/``std`` say which.
 
-    Cached per process: every trial of a worker shares the same device tensors.
+    Cached per process in ``LOADED``: every trial of a worker shares the same device tensors.
     """
     csv_key = str(Path(train_csv).resolve()) if train_csv is not None else None
     key = (name, str(device), str(root.resolve()), subset, val_fraction, split_seed, csv_key, standardize)
-    if key not in _LOADED:
+    if key not in LOADED:
         info = _info(name)
         raw = _training_source(info, root, train_csv)
         images, labels = raw.images, raw.labels
@@ -146,14 +147,14 @@ def load(
             val_idx, train_idx = order[:n_val], order[n_val:]
             train_xy, val_xy = (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
         mean, std = normalization(name, standardize)
-        _LOADED[key] = SearchData(
-            train=_to_device(*train_xy, mean, std, device),
-            val=_to_device(*val_xy, mean, std, device),
+        LOADED[key] = SearchData(
+            train=to_split(*train_xy, mean, std, device),
+            val=to_split(*val_xy, mean, std, device),
             classes=raw.classes,
             mean=mean,
             std=std,
         )
-    return _LOADED[key]
+    return LOADED[key]
 
 
 _CSV_SHAPE, _CSV_CLASSES = (1, 28, 28), 10
@@ -191,7 +192,8 @@ def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     return images.float().div_(255).sub_(m).div_(s)
 
 
-def _to_device(images: torch.Tensor, labels: torch.Tensor, mean, std, device) -> Split:
+def to_split(images: torch.Tensor, labels: torch.Tensor, mean, std, device) -> Split:
+    """uint8 images and their labels as a normalised ``Split`` on ``device``, channels-last."""
     # The uint8 tensor crosses to the device (4x fewer bytes); normalisation happens there.
     x = normalize(images.contiguous().to(device), mean, std)
     if x.dim() == 4:

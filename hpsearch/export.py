@@ -14,14 +14,14 @@ import torch
 from optuna.trial import TrialState
 
 from hpsearch import checkpoint as ckpt
-from hpsearch import confirm, models, program, registry, tasks, weights
+from hpsearch import confirm, program, registry, tasks, weights
 from hpsearch import data as datasets
 from hpsearch.errors import UsageError, first_line
 from hpsearch.progress import format_spread
 from hpsearch.readers.fashion_csv import read_csv
 from hpsearch.spec import StudySpec
 from hpsearch.storage import artifact_store, open_storage
-from hpsearch.train import fit
+from hpsearch.train import build_model, fit
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
@@ -50,14 +50,11 @@ def retrain(
     # fit() still scores a validation split each epoch; with the validation images inside the
     # training set that score means nothing and is not used: the checkpoint keeps the search's.
     data = replace(data, train=full)
-    torch.manual_seed(trial.user_attrs["seed"])
-    model = models.create(trial.user_attrs["model"], **trial.user_attrs["model_kwargs"]).to(device)
+    attrs = trial.user_attrs
+    model = build_model(attrs["model"], attrs["model_kwargs"], seed=attrs["seed"], device=device)
     # In the trial's own precision: a trial searched before --precision existed trained in fp32.
     recipe = spec.recipe(
-        _params(spec, trial),
-        epochs=trial.user_attrs["best_epoch"],
-        seed=trial.user_attrs["seed"],
-        precision=trial.user_attrs.get("precision", "fp32"),
+        _params(spec, trial), epochs=attrs["best_epoch"], seed=attrs["seed"], precision=attrs.get("precision", "fp32")
     )
     out = out or sys.stdout
     print(
@@ -139,7 +136,7 @@ def export(
     )
     if retrain_on is not None:
         checkpoint["retrained_on"] = "train+validation"
-    test_metric = tasks.get(spec.task).test_metric
+    test_metric = spec.task.test_metric
     if score_root is not None:
         test = datasets.read(spec.dataset, "test", score_root)
         checkpoint["metrics"][test_metric] = ckpt.score(checkpoint, ckpt.rebuild(checkpoint), test, device)[0]
@@ -194,9 +191,9 @@ def _score_replicates(spec, study_name, storage, store, trial, confirmed, checkp
         state = weights.stored_weights(replicate, store, storage)
         if state is None:
             continue
-        model = models.create(replicate.user_attrs["model"], **replicate.user_attrs["model_kwargs"])
-        model.load_state_dict(state)
-        values.append(ckpt.score(checkpoint, model.eval(), test, device)[0])
+        attrs = replicate.user_attrs
+        model = build_model(attrs["model"], attrs["model_kwargs"], state_dict=state)
+        values.append(ckpt.score(checkpoint, model, test, device)[0])
         seeds.append(replicate.user_attrs["seed"])
     if not values:
         return None

@@ -1,9 +1,9 @@
 """The objective every study runs: one trial from its parameters to its stored outcome.
 
-It samples the parameters, seeds the trial, hands it to the study's trainer, reports each
-epoch to the pruner, and records in the trial's user attributes and optuna-dashboard note
-why it ended. How a trial trains is the trainer's business (``hpsearch.trainer`` for the
-torch studies); this module imports no torch.
+It samples the parameters, seeds the trial, hands it to the study's trainer in a
+``TrialContext``, passes each epoch's value to the pruner, and records in the trial's user
+attributes and optuna-dashboard note why it ended. How a trial trains is the trainer's
+business (``hpsearch.trainer`` for the torch studies); this module imports no torch.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import optuna
@@ -20,16 +21,30 @@ from optuna_dashboard import save_note
 from hpsearch import chance, interrupts
 from hpsearch.study import FINISHED
 
+# on_epoch(epoch, value, train_loss, seconds): raises optuna.TrialPruned when the trial must stop.
+OnEpoch = Callable[[int, float, float, float], None]
+# on_batch(what, done, total): ``done`` of the ``total`` batches of the pass ``what`` (``hpsearch.train``).
+OnBatch = Callable[[str, int, int], None]
 
-class Report(Protocol):
-    """What a trainer tells the run about its trial."""
 
-    def __call__(self, epoch: int, value: float, train_loss: float, seconds: float) -> None:
-        """After each epoch; raises optuna.TrialPruned when the pruner stops the trial."""
+@dataclass
+class TrialContext:
+    """What a trainer gets for one trial, and what it says back for the trial's note.
 
-    def batch(self, what: str, done: int, total: int) -> None:
-        """May be called as a pass starts (``done`` 0) and after each of its batches, for
-        progress within a long epoch (``hpsearch.train.OnBatch``); cheap enough for every batch."""
+    The trainer trains ``params`` under ``seed`` for ``epochs`` epochs, calls ``on_epoch``
+    after every epoch and may call ``on_batch`` within one; it may set user attributes on
+    ``trial`` (``model``, ``best_epoch``, ...), ``model_text`` (the model as printed) and
+    ``weights_kept``. ``epoch_seconds`` is filled by ``on_epoch``."""
+
+    trial: optuna.Trial
+    params: dict[str, Any]
+    seed: int
+    epochs: int
+    on_epoch: OnEpoch
+    on_batch: OnBatch = lambda what, done, total: None
+    model_text: str = ""
+    weights_kept: bool = False
+    epoch_seconds: list[float] = field(default_factory=list)
 
 
 class Trainer(Protocol):
@@ -40,12 +55,8 @@ class Trainer(Protocol):
     summary: str
     chance: float | None
 
-    def __call__(
-        self, trial: optuna.Trial, params: dict[str, Any], seed: int, epochs: int, report: Report, facts: dict[str, Any]
-    ) -> float:
-        """Train with ``params`` and ``seed`` for ``epochs`` epochs, calling ``report`` after
-        every epoch; return the best epoch's metric. May set user attributes (``model``, ``best_epoch``, ...) and put
-        ``model_text`` and ``weights_kept`` into ``facts`` for the note."""
+    def __call__(self, ctx: TrialContext) -> float:
+        """Train the trial of ``ctx``; return the best epoch's metric."""
 
 
 class Surplus(Exception):
@@ -72,60 +83,29 @@ def within_n(cfg) -> Callable[[optuna.Trial], None]:
     return admit
 
 
-def make_objective(
-    cfg, trainer: Trainer, progress, admit: Callable[[optuna.Trial], None] | None = None
-) -> Callable[[optuna.Trial], float]:
+class Objective:
     """The objective for ``optuna.Study.optimize``. ``admit(trial)`` raises Surplus for a
     trial that must not run (default: ``within_n``). A trial trains for its ``epochs`` user
     attribute when it was enqueued with one (a replicate), else for ``cfg.epochs``; either
     way the attribute is stored. Signals are taken only while the trainer runs
-    (``interrupts.allowed``); the bookkeeping before and after it runs to its end."""
-    spec = cfg.spec
-    admit = admit or within_n(cfg)
-    maximize = spec.direction == "maximize"
-    # --pruner none (and every replicate) trains each trial to its end, at chance or not.
-    floor = getattr(trainer, "chance", None) if cfg.pruner != "none" else None
+    (``interrupts.allowed``); the bookkeeping before and after it runs to its end.
+    ``last_trial`` is the number of the trial it was given last (None before one)."""
 
-    def run_trial(trial: optuna.Trial, facts: dict[str, Any]) -> float:
-        admit(trial)
-        epochs = trial.user_attrs.get("epochs", cfg.epochs)
-        trial.set_user_attr("epochs", epochs)
-        params = spec.space(trial)
-        # Without --seed each trial draws its own; either way it is stored, for reruns. A trial
-        # that redoes an interrupted or dead one (Optuna's retry copies its user attrs) keeps its seed.
-        seed = trial.user_attrs.get("seed")
-        if seed is None:
-            seed = cfg.seed + trial.number if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
-        trial.set_user_attr("seed", seed)
-        progress.start(trial)
-        values: list[float] = []
+    def __init__(self, cfg, trainer: Trainer, progress, admit: Callable[[optuna.Trial], None] | None = None):
+        self.cfg, self.trainer, self.progress = cfg, trainer, progress
+        self.admit = admit or within_n(cfg)
+        self.last_trial: int | None = None
+        # --pruner none (and every replicate) trains each trial to its end, at chance or not.
+        self.floor = getattr(trainer, "chance", None) if cfg.pruner != "none" else None
 
-        def report(epoch: int, value: float, train_loss: float, seconds: float) -> None:
-            with interrupts.deferred():
-                trial.report(value, epoch)
-                facts["epoch_seconds"].append(seconds)
-                progress.epoch(trial, epoch, value, train_loss, seconds)
-                values.append(value)
-                best = max(values) if maximize else min(values)
-                stuck = floor is not None and chance.learned_nothing(best, floor, maximize, epoch)
-                # A trial that has run all its epochs is complete: pruning it at the last one
-                # would store a finished training as "pruned" and drop its value.
-                prune = epoch < epochs and (stuck or trial.should_prune())
-            if prune:
-                raise optuna.TrialPruned(chance.reason(best, floor, epoch) if stuck else f"pruned at epoch {epoch}")
-
-        # An attribute of report, not another argument: a trainer that only reports epochs
-        # (tests/bookkeeping_study.py) keeps its signature.
-        report.batch = functools.partial(progress.batch, trial.number)
-        with interrupts.allowed():
-            return trainer(trial, params, seed, epochs, report, facts)
-
-    def objective(trial: optuna.Trial) -> float:
-        progress.current = trial.number
-        facts: dict[str, Any] = {"epoch_seconds": []}
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.last_trial = trial.number
+        ctx = None
         ended = "interrupted"
         try:
-            value = run_trial(trial, facts)
+            ctx = self._context(trial)
+            with interrupts.allowed():
+                value = self.trainer(ctx)
             ended = "complete"
         except (optuna.TrialPruned, Surplus) as exc:
             ended = str(exc)
@@ -138,28 +118,58 @@ def make_objective(
             raise
         finally:
             trial.set_user_attr("ended", ended)
-            if facts["epoch_seconds"]:
-                trial.set_user_attr("epoch_seconds", sum(facts["epoch_seconds"]) / len(facts["epoch_seconds"]))
-            save_note(trial, _note(trial, ended, facts))
+            if ctx is not None and ctx.epoch_seconds:
+                trial.set_user_attr("epoch_seconds", sum(ctx.epoch_seconds) / len(ctx.epoch_seconds))
+            save_note(trial, _note(trial, ended, ctx))
         return value
 
-    return objective
+    def _context(self, trial: optuna.Trial) -> TrialContext:
+        cfg, progress, maximize = self.cfg, self.progress, self.cfg.spec.task.maximize
+        self.admit(trial)
+        epochs = trial.user_attrs.get("epochs", cfg.epochs)
+        trial.set_user_attr("epochs", epochs)
+        params = cfg.spec.space(trial)
+        # Without --seed each trial draws its own; either way it is stored, for reruns. A trial
+        # that redoes an interrupted or dead one (Optuna's retry copies its user attrs) keeps its seed.
+        seed = trial.user_attrs.get("seed")
+        if seed is None:
+            seed = cfg.seed + trial.number if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
+        trial.set_user_attr("seed", seed)
+        progress.start(trial)
+        values: list[float] = []
+
+        def on_epoch(epoch: int, value: float, train_loss: float, seconds: float) -> None:
+            with interrupts.deferred():
+                trial.report(value, epoch)
+                ctx.epoch_seconds.append(seconds)
+                progress.epoch(trial, epoch, value, train_loss, seconds)
+                values.append(value)
+                best = max(values) if maximize else min(values)
+                stuck = self.floor is not None and chance.learned_nothing(best, self.floor, maximize, epoch)
+                # A trial that has run all its epochs is complete: pruning it at the last one
+                # would store a finished training as "pruned" and drop its value.
+                prune = epoch < epochs and (stuck or trial.should_prune())
+            if prune:
+                why = chance.reason(best, self.floor, epoch) if stuck else f"pruned at epoch {epoch}"
+                raise optuna.TrialPruned(why)
+
+        ctx = TrialContext(trial, params, seed, epochs, on_epoch, functools.partial(progress.batch, trial.number))
+        return ctx
 
 
-def _note(trial: optuna.Trial, ended: str, facts: dict[str, Any]) -> str:
+def _note(trial: optuna.Trial, ended: str, ctx: TrialContext | None) -> str:
     """The trial's optuna-dashboard note (Markdown)."""
     attrs = trial.user_attrs
-    seconds = facts["epoch_seconds"]
+    seconds = ctx.epoch_seconds if ctx else []
     lines = [f"**{ended}**", ""]
     if "model" in attrs:
         lines.append(f"- model: `{attrs['model']}` {attrs['model_kwargs']}, {attrs.get('n_params', 0):,} parameters")
     if seconds:
         lines.append(f"- epoch time: {sum(seconds) / len(seconds):.2f} s (mean of {len(seconds)} epochs)")
     if "best_epoch" in attrs:
-        lines.append(
-            f"- best epoch: {attrs['best_epoch']}; weights kept: {'yes' if facts.get('weights_kept') else 'no'}"
-        )
+        kept = "yes" if ctx and ctx.weights_kept else "no"
+        lines.append(f"- best epoch: {attrs['best_epoch']}; weights kept: {kept}")
     lines.append(f"- seed: {attrs.get('seed')}")
-    if "model_text" in facts:
-        lines += ["", "```", facts["model_text"], "```"]
+    if ctx and ctx.model_text:
+        lines += ["", "```", ctx.model_text, "```"]
     return "\n".join(lines)

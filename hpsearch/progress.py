@@ -69,7 +69,6 @@ class Progress:
     def __init__(self, cfg, out: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
         self.cfg, self.out, self.clock = cfg, out, clock
         self.said_waiting = False
-        self.current: int | None = None  # the number of the trial this worker runs or ran last
         self.started = clock()
         self.finished_before = 0  # the study's finished trials when this worker started
         self.finished_here = 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from hpsearch.tasks import CLASSIFY, Task
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -27,7 +29,7 @@ class Recipe:
     epochs: int
     batch_size: int
     lr: float
-    task: str = "classify"  # classify | denoise
+    task: Task = CLASSIFY  # the study's (``hpsearch.tasks``)
     optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
     momentum: float = 0.0  # sgd and rmsprop only
     betas: tuple[float, float] = (0.9, 0.999)  # adam and adamw only

@@ -30,7 +30,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import workers
-from hpsearch.objective import Surplus, make_objective
+from hpsearch.objective import Objective, Surplus
 from hpsearch.progress import Progress, format_duration, format_rate, plural
 from hpsearch.search import search
 from hpsearch.spec import StudySpec
@@ -241,7 +241,7 @@ def drain(cfg, *, keep_weights: bool) -> None:
         f"replicates of {cfg.study_name} in {study.study_name}: {count_finished(study)}/{len(keys)} finished; "
         f"{trainer.summary}; unpruned"
     )
-    objective = make_objective(run_cfg, trainer, progress, admit=_admit)
+    objective = Objective(run_cfg, trainer, progress, admit=_admit)
     search(run_cfg, study, objective, progress, [_retry_failed])
 
 

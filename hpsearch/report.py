@@ -1,5 +1,5 @@
 """One self-contained HTML page about a stored study: header, Optuna's figures, and the
-best trial's parameters beside the report's hand-tuned baseline.
+best trial's parameters beside the study's hand-tuned baseline.
 
 The page works offline: plotly.js is inlined once in ``<head>`` and every figure is a
 ``<div>`` that uses it. Each part is a ``<section>`` with a fixed id (``SECTIONS``).
@@ -31,7 +31,7 @@ SECTIONS = {
     "importances": "Parameter importances",
     "parallel": "Parallel coordinates",
     "slices": "Slices",
-    "best-vs-baseline": "Best trial vs the report's baseline",
+    "best-vs-baseline": "Best trial vs the baseline",
     "confirmation": "Confirmed over seeds",
     "ablation": "Ablation path from the baseline",
 }

@@ -1,5 +1,5 @@
 """``hpsearch run`` in one process: the run's settings, the study created or resumed with
-the report's baseline enqueued, the trainer, and the search loop.
+the baseline enqueued, the trainer, and the search loop.
 
 torch is imported only for studies that train a torch model (``hpsearch.trainer``); a study
 that brings its own trainer (``StudySpec.trainer``) runs without it.
@@ -17,7 +17,7 @@ import optuna
 from hpsearch.algorithms import make_pruner, make_sampler
 from hpsearch.errors import UsageError
 from hpsearch.notes import StudyNote
-from hpsearch.objective import Trainer, make_objective
+from hpsearch.objective import Objective, Trainer
 from hpsearch.progress import Progress
 from hpsearch.search import search
 from hpsearch.spec import StudySpec
@@ -84,7 +84,7 @@ def make_trainer(cfg: RunConfig, device: str | None = None) -> Trainer:
 
 def prepare(cfg: RunConfig, device: str | None = None) -> tuple[Trainer, optuna.Study]:
     """The trainer (data first), then the study, created or loaded; a new study gets the
-    report's baseline enqueued as its first trial."""
+    baseline enqueued as its first trial."""
     trainer = make_trainer(cfg, device)
     # Each worker seeds its sampler differently, or K workers would propose the same trials.
     seed = None if cfg.seed is None else cfg.seed + cfg.worker
@@ -112,5 +112,5 @@ def run(cfg: RunConfig, out: TextIO | None = None) -> optuna.Study:
     trainer, study = prepare(cfg)
     progress = Progress(cfg, out)
     progress.header(study, trainer.summary)
-    search(cfg, study, make_objective(cfg, trainer, progress), progress, [StudyNote(cfg.spec)])
+    search(cfg, study, Objective(cfg, trainer, progress), progress, [StudyNote(cfg.spec)])
     return study

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 
 import optuna
@@ -24,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import interrupts
 from hpsearch.errors import StorageLost, StudyAborted
-from hpsearch.objective import Surplus, TrialOutOfMemory
+from hpsearch.objective import Objective, Surplus, TrialOutOfMemory
 from hpsearch.storage import MAX_RETRY, STORAGE_ERRORS, describe_error, mask
 from hpsearch.study import FINISHED, count_finished, state_counts
 
@@ -52,7 +53,7 @@ class StopAfterFailures:
 def search(
     cfg,
     study: optuna.Study,
-    objective: Callable[[optuna.Trial], float],
+    objective: Objective,
     progress,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> None:
@@ -86,11 +87,13 @@ def _loop(cfg, study: optuna.Study, objective, progress, callbacks) -> None:
             # The last trials run in other workers: wait for them, and fail them if their
             # worker died (heartbeat), so that this worker retries them.
             progress.waiting(counts[TrialState.RUNNING])
-            optuna.storages.fail_stale_trials(study)
+            with warnings.catch_warnings():  # experimental since Optuna 2.9: a warning per wait says nothing
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
             with interrupts.allowed():
                 time.sleep(WAIT_SECONDS)
             continue
-        progress.current = None  # set by the objective once Optuna has given it a trial
+        objective.last_trial = None  # set by the objective once Optuna has given it a trial
         try:
             study.optimize(
                 objective,
@@ -100,12 +103,12 @@ def _loop(cfg, study: optuna.Study, objective, progress, callbacks) -> None:
                 gc_after_trial=False,
             )
         except KeyboardInterrupt:
-            _requeue(study, progress.current)
+            _requeue(study, objective.last_trial)
             raise
         except (ValueError, AssertionError, UpdateFinishedTrialError):
             # Optuna's tell refuses a trial that is no longer RUNNING; where another worker
             # ended it (it found this worker's heartbeat stale), that is no error of this run.
-            trial = _trial(study, progress.current)
+            trial = _trial(study, objective.last_trial)
             if trial is None or not trial.state.is_finished():
                 raise
             progress.ended_elsewhere(trial)
@@ -127,7 +130,7 @@ def _trial(study: optuna.Study, number: int | None) -> FrozenTrial | None:
 def _requeue(study: optuna.Study, number: int | None) -> None:
     """Queue an interrupted trial again with the same parameters, as Optuna's heartbeat
     retry does for a dead worker's trial, so that rerunning the command redoes that
-    configuration first instead of losing it (trial 0, the report's baseline, included)."""
+    configuration first instead of losing it (trial 0, the baseline, included)."""
     with contextlib.suppress(*STORAGE_ERRORS):
         trial = _trial(study, number)
         if trial is not None and trial.state == TrialState.FAIL and trial.user_attrs.get("ended") == "interrupted":

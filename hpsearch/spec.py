@@ -16,13 +16,13 @@ from hpsearch.recipe import Recipe, Stage, check_settings
 class StudySpec:
     """One assignment as a search problem.
 
-    ``task`` (``hpsearch.tasks``: "classify" or "denoise") owns the metric and its
-    direction. ``space(trial)`` suggests the parameters define-by-run (conditional
+    ``task`` (``hpsearch.tasks.CLASSIFY`` or ``DENOISE``; a name is looked up once) owns the
+    metric, its direction, the loss and the scoring. ``space(trial)`` suggests the parameters define-by-run (conditional
     parameters are fine) and returns them as a dict; ``model(params)`` names the registered
     model and its keyword arguments. The trial is trained by the ``Recipe`` of
     ``training_fixed`` (settings the search does not vary) and of the params named in
     ``training_params`` that the trial has; each name must be a training setting, or the
-    spec raises ValueError. ``baseline`` is the report's own best configuration,
+    spec raises ValueError. ``baseline`` is the hand-tuned configuration to beat,
     enqueued as trial 0 of every new study: it must hold exactly the parameters that
     ``space`` suggests when it is followed.
 
@@ -54,20 +54,21 @@ class StudySpec:
     model: Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]
     baseline: dict[str, Any]
     baseline_source: str
-    task: str = "classify"
+    task: tasks.Task = tasks.CLASSIFY
     training_params: tuple[str, ...] = ()
     training_fixed: dict[str, Any] = field(default_factory=dict)
     val_fraction: float = 1 / 6
     standardize: bool = True
     trainer: Callable[[Any], Any] | None = None
     reference_ablation: tuple[tuple[str, float], ...] = ()
-    reference_label: str = "report (test, 1 run)"
+    reference_label: str = "reference (1 run)"
     allow_bf16: bool = True
     stages: Callable[[dict[str, Any]], tuple[Stage, ...]] | None = None
 
     def __post_init__(self):
         try:
-            tasks.get(self.task)
+            if isinstance(self.task, str):
+                object.__setattr__(self, "task", tasks.get(self.task))
             check_settings([*self.training_params, *self.training_fixed])
         except ValueError as exc:
             raise ValueError(f"study {self.name}: {exc}") from None
@@ -75,11 +76,11 @@ class StudySpec:
     @property
     def metric(self) -> str:
         """The searched metric, as stored with the study: val_accuracy or val_mse."""
-        return tasks.get(self.task).val_metric
+        return self.task.val_metric
 
     @property
     def direction(self) -> str:
-        return tasks.get(self.task).direction
+        return self.task.direction
 
     def recipe(self, params: dict[str, Any], *, epochs: int, seed: int, precision: str = "fp32") -> Recipe:
         chosen = {name: params[name] for name in self.training_params if name in params}

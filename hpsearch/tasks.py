@@ -1,8 +1,10 @@
 """What a study optimises: classification or denoising.
 
-A task owns its metric (name and direction), its training loss and its per-example
-evaluation, so the search, the exported checkpoint and ``hpsearch evaluate`` all score a
-model the same way. Import-light: torch is imported by the methods that train or score.
+A task owns its metric (name and direction), its training loss, its per-example
+evaluation and what a model that learned nothing scores, so the search, the exported
+checkpoint and ``hpsearch evaluate`` all score a model the same way. A study holds its task
+object (``StudySpec.task``); a checkpoint stores the task's name (``get``). Import-light:
+torch is imported by the methods that train or score.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+BatchLoss = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
 
 @dataclass(frozen=True)
 class Task:
     name: str  # as stored in checkpoints
-    metric: str  # "accuracy" | "mse": searched as val_<metric>, reported on the test split as test_<metric>
+    metric: str  # searched as val_<metric>, reported on the test split as test_<metric>
     maximize: bool
 
     @property
@@ -42,43 +46,45 @@ class Task:
         return -float("inf") if self.maximize else float("inf")
 
     def chance(self, train: torch.Tensor, val: torch.Tensor, num_classes: int) -> float:
-        """The validation metric of a model that learned nothing: 1/classes for accuracy; for
-        denoising, the MSE of predicting the mean training image (``train``, ``val``: images)."""
-        if self.name == "denoise":
-            return (val - train.mean(0)).pow(2).mean().item()
-        return 1.0 / num_classes
+        """The validation metric of a model that learned nothing (``train``, ``val``: images)."""
+        raise NotImplementedError
 
     def forward(self, model: nn.Module, x: torch.Tensor, noise_sigma: float, generator: torch.Generator):
-        """The model's output on the batch ``x``; for denoising, on ``x`` plus N(0, ``noise_sigma``)
-        noise drawn from ``generator``."""
-        return model(x + _noise(x, noise_sigma, generator)) if self.name == "denoise" else model(x)
+        """The model's output on the batch ``x`` as it is scored."""
+        raise NotImplementedError
 
     def per_example(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The metric of each example, from ``forward``'s output: 1.0 or 0.0 for a correct or
-        wrong class (labels ``y``); for denoising, the MSE against the clean image ``x``."""
-        if self.name == "denoise":
-            return (out - x).pow(2).flatten(1).mean(1)
-        return (out.argmax(1) == y).double()
+        """The metric of each example, from ``forward``'s output, the images ``x`` and labels ``y``."""
+        raise NotImplementedError
 
     def batch_loss(
-        self,
-        model: nn.Module,
-        loss: str,
-        num_classes: int,
-        noise_sigma: float,
-        generator: torch.Generator,
-        label_smoothing: float = 0.0,
-    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The training loss of a batch ``(x, y)``: ``loss`` (cross_entropy, with
-        ``label_smoothing``; mse_softmax; multi_margin) of the logits, or the denoising MSE
-        against the clean images."""
+        self, model: nn.Module, loss: str, num_classes: int, noise_sigma: float, generator, label_smoothing: float = 0.0
+    ) -> BatchLoss:
+        """The training loss of a batch ``(x, y)``."""
+        raise NotImplementedError
+
+
+class Classify(Task):
+    """Accuracy, maximised; chance is 1/classes. Losses: cross_entropy (with label
+    smoothing), mse_softmax (MSE of the softmax against the one-hot target), multi_margin."""
+
+    def __init__(self):
+        super().__init__("classify", "accuracy", maximize=True)
+
+    def chance(self, train, val, num_classes):
+        return 1.0 / num_classes
+
+    def forward(self, model, x, noise_sigma, generator):
+        return model(x)
+
+    def per_example(self, out, x, y):
+        return (out.argmax(1) == y).double()
+
+    def batch_loss(self, model, loss, num_classes, noise_sigma, generator, label_smoothing=0.0):
         import torch.nn.functional as F
 
-        if self.name == "denoise":
-            return lambda x, y: F.mse_loss(model(x + _noise(x, noise_sigma, generator)), x)
         criteria = {
             "cross_entropy": lambda out, y: F.cross_entropy(out, y, label_smoothing=label_smoothing),
-            # MSE between the softmax output and the one-hot target.
             "mse_softmax": lambda out, y: F.mse_loss(out.softmax(1), F.one_hot(y, num_classes).to(out.dtype)),
             "multi_margin": F.multi_margin_loss,
         }
@@ -88,18 +94,37 @@ class Task:
         return lambda x, y: criterion(model(x), y)
 
 
-def _noise(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
-    import torch
+class Denoise(Task):
+    """MSE against the clean image of the model's output on the image plus N(0, noise_sigma)
+    noise, minimised; chance is the MSE of predicting the mean training image."""
 
-    return sigma * torch.randn(x.shape, device=x.device, generator=generator)
+    def __init__(self):
+        super().__init__("denoise", "mse", maximize=False)
+
+    def chance(self, train, val, num_classes):
+        return (val - train.mean(0)).pow(2).mean().item()
+
+    def forward(self, model, x, noise_sigma, generator):
+        import torch
+
+        return model(x + noise_sigma * torch.randn(x.shape, device=x.device, generator=generator))
+
+    def per_example(self, out, x, y):
+        return (out - x).pow(2).flatten(1).mean(1)
+
+    def batch_loss(self, model, loss, num_classes, noise_sigma, generator, label_smoothing=0.0):
+        import torch.nn.functional as F
+
+        return lambda x, y: F.mse_loss(self.forward(model, x, noise_sigma, generator), x)
 
 
-CLASSIFY = Task("classify", "accuracy", maximize=True)
-DENOISE = Task("denoise", "mse", maximize=False)
+CLASSIFY = Classify()
+DENOISE = Denoise()
 TASKS = {task.name: task for task in (CLASSIFY, DENOISE)}
 
 
 def get(name: str) -> Task:
+    """The task a checkpoint names."""
     try:
         return TASKS[name]
     except KeyError:

@@ -7,12 +7,13 @@ back to the host together and are handed to ``on_epoch`` (where the runner repor
 pruner). ``on_batch`` hears of each batch from a host-side counter, so progress within a long
 epoch costs no sync either.
 
-The task (``hpsearch.tasks``: classify or denoise) gives the batch loss, the validation
-metric and its direction.
+The recipe's task (``hpsearch.tasks``: classify or denoise) gives the batch loss, the
+validation metric and its direction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -22,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpsearch import precision, tasks
+from hpsearch import models, precision
 from hpsearch.data import SearchData, Split
 from hpsearch.recipe import Recipe, Stage
+from hpsearch.tasks import Task
 
 # on_batch(what, done, total): ``done`` of the ``total`` batches of the pass ``what`` are launched.
 OnBatch = Callable[[str, int, int], None]
@@ -108,27 +110,42 @@ def augment(x: torch.Tensor, crop_padding: int, hflip: bool, generator: torch.Ge
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, split: Split, recipe: Recipe, batch_size: int = 4096
+    model: nn.Module, split: Split, task: Task, noise_sigma: float = 0.1, batch_size: int = 4096
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The task's validation metric summed over examples (``Task.per_example``) and the
-    count of non-finite outputs, as device scalars (no host sync). The denoising noise is
-    the same at every call, so epochs compare. Always in fp32, whatever ``recipe.precision``
-    trained in: the metric of a trial, of its checkpoint and of ``hpsearch evaluate`` is one
-    number, and bf16 rounding of a reconstruction would shift an MSE of a few thousandths."""
-    task = tasks.get(recipe.task)
+    """The task's metric of each example of ``split`` (``Task.per_example``, float64) and the
+    count of non-finite outputs, on the device, with no host sync: the one scorer of a
+    trial's epochs, of ``export --score`` and of ``hpsearch evaluate``. The denoising noise is
+    the same at every call, so epochs compare. Always in fp32, whatever the trial trained in:
+    bf16 rounding of a reconstruction would shift an MSE of a few thousandths."""
     was_training = model.training
-    model.eval()
+    # A torch.export program stays in the eval mode it was traced in and refuses both calls.
+    with contextlib.suppress(NotImplementedError):
+        model.eval()
     device = split.x.device
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    non_finite = torch.zeros((), dtype=torch.long, device=device)
+    values, non_finite = [], torch.zeros((), dtype=torch.long, device=device)
     noise_generator = torch.Generator(device=device).manual_seed(0)
     for i in range(0, len(split), batch_size):
         x, y = split.x[i : i + batch_size], split.y[i : i + batch_size]
-        out = task.forward(model, x, recipe.noise_sigma, noise_generator)
-        total += task.per_example(out, x, y).sum()
+        out = task.forward(model, x, noise_sigma, noise_generator)
+        values.append(task.per_example(out, x, y).double())
         non_finite += (~out.isfinite()).sum()
-    model.train(was_training)
-    return total, non_finite
+    with contextlib.suppress(NotImplementedError):
+        model.train(was_training)
+    return torch.cat(values), non_finite
+
+
+def build_model(
+    name: str, kwargs: dict, *, seed: int | None = None, state_dict: dict | None = None, device="cpu"
+) -> nn.Module:
+    """The registered model ``name(**kwargs)`` on ``device``: initialised under ``seed`` (a
+    trial's) or holding ``state_dict`` (stored weights). The one way a trial's model is made,
+    by the trainer, ``export`` and a checkpoint alike."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = models.create(name, **kwargs)
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    return model.to(device)
 
 
 def _train_epoch(
@@ -224,7 +241,7 @@ def fit(
     for stage in recipe.stages:
         _run_stage(model, stage, data, recipe, generator, on_batch)
 
-    task = tasks.get(recipe.task)
+    task = recipe.task
     task_loss = task.batch_loss(
         model, recipe.loss, len(data.classes), recipe.noise_sigma, generator, recipe.label_smoothing
     )
@@ -252,7 +269,8 @@ def fit(
             on_batch,
             f"epoch {epoch}/{recipe.epochs}",
         )
-        total, non_finite = evaluate(model, data.val, recipe)
+        values, non_finite = evaluate(model, data.val, task, recipe.noise_sigma)
+        total = values.sum()
         # The one host sync of the epoch.
         mean_loss, total, non_finite = torch.stack([mean_loss.double(), total, non_finite.double()]).tolist()
         # Some losses stay finite on NaN outputs (multi-margin's max(0, NaN) is 0): check both.

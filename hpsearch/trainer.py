@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import functools
 import gc
-from typing import Any
 
 import optuna
 import torch
 
 from hpsearch import data as datasets
-from hpsearch import models, tasks, weights
+from hpsearch import weights
 from hpsearch.errors import first_line
-from hpsearch.objective import Report, TrialOutOfMemory
+from hpsearch.objective import TrialContext, TrialOutOfMemory
 from hpsearch.storage import artifact_store
-from hpsearch.train import Diverged, fit
+from hpsearch.train import Diverged, build_model, fit
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -33,6 +32,8 @@ def release_memory(device: torch.device) -> None:
 
 
 class TorchTrainer:
+    """Loads the study's data onto ``device`` (else the run's) once; each call trains one trial."""
+
     def __init__(self, cfg, device: torch.device | str | None = None):
         spec = cfg.spec
         self.cfg, self.device = cfg, torch.device(device) if device else cfg.device
@@ -46,16 +47,14 @@ class TorchTrainer:
             standardize=spec.standardize,
         )
         self.precision = cfg.precision
-        self.chance = tasks.get(spec.task).chance(self.data.train.x, self.data.val.x, len(self.data.classes))
+        self.chance = spec.task.chance(self.data.train.x, self.data.val.x, len(self.data.classes))
         self.summary = (
             f"{len(self.data.train)} train / {len(self.data.val)} validation images on {self.device}, {self.precision}"
         )
 
-    def __call__(
-        self, trial: optuna.Trial, params: dict[str, Any], seed: int, epochs: int, report: Report, facts: dict[str, Any]
-    ) -> float:
+    def __call__(self, ctx: TrialContext) -> float:
         try:
-            return self._train(trial, params, seed, epochs, report, facts)
+            return self._train(ctx)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -65,34 +64,30 @@ class TorchTrainer:
         release_memory(self.device)
         raise TrialOutOfMemory(message)
 
-    def _train(self, trial, params, seed, epochs, report, facts) -> float:
-        spec, cfg = self.cfg.spec, self.cfg
-        model_name, model_kwargs = spec.model(params)
+    def _train(self, ctx: TrialContext) -> float:
+        spec, cfg, trial = self.cfg.spec, self.cfg, ctx.trial
+        model_name, model_kwargs = spec.model(ctx.params)
         trial.set_user_attr("model", model_name)
         trial.set_user_attr("model_kwargs", model_kwargs)
         trial.set_user_attr("precision", self.precision)
-        torch.manual_seed(seed)
-        model = models.create(model_name, **model_kwargs).to(self.device)
+        model = build_model(model_name, model_kwargs, seed=ctx.seed, device=self.device)
         trial.set_user_attr("n_params", sum(p.numel() for p in model.parameters()))
-        facts["model_text"] = str(model)
+        ctx.model_text = str(model)
+        recipe = spec.recipe(ctx.params, epochs=ctx.epochs, seed=ctx.seed, precision=self.precision)
         try:
-            result = fit(
-                model,
-                self.data,
-                spec.recipe(params, epochs=epochs, seed=seed, precision=self.precision),
-                lambda r: report(r.epoch, r.value, r.train_loss, r.seconds),
-                report.batch,
-            )
+            result = fit(model, self.data, recipe, _epochs_to(ctx), ctx.on_batch)
         except Diverged as exc:
             raise optuna.TrialPruned(f"diverged: {exc}") from None
         trial.set_user_attr("best_epoch", result.best_epoch)
         if cfg.keep_weights > 0 and result.best_state is not None:
-            facts["weights_kept"] = weights.offer(
-                trial, result.best_value, result.best_state, self._store, cfg.keep_weights
-            )
+            ctx.weights_kept = weights.offer(trial, result.best_value, result.best_state, self._store, cfg.keep_weights)
         return result.best_value
 
     @functools.cached_property
     def _store(self):
         # Made at the first weights kept, not before: bad input must leave nothing on disk.
         return artifact_store(self.cfg.artifacts)
+
+
+def _epochs_to(ctx: TrialContext):
+    return lambda result: ctx.on_epoch(result.epoch, result.value, result.train_loss, result.seconds)

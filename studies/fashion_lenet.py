@@ -78,6 +78,7 @@ SPEC = StudySpec(
         ("(32,64,256) + max pool + BatchNorm + ReLU", 0.9206),
         ("(32,64,256) + max pool + BatchNorm + leaky ReLU (trial 0)", 0.9207),
     ),
+    reference_label="report 004 (test, 1 run)",
     baseline_source=(
         "report 004's best: (32,64,256), max pool, BatchNorm, leaky ReLU, Adam 1e-3, batch 100; 92.07 % test"
     ),

@@ -68,6 +68,7 @@ SPEC = StudySpec(
         ("lr 1e-4", 0.0877),
         ("lr 1e-3 + BatchNorm (trial 0)", 0.2345),
     ),
+    reference_label="report 000 (test, 1 run)",
     baseline_source="report 000's best: 30 + 30 epochs, lr 1e-3 both stages, BatchNorm, batch 64; 23.45 % test",
     training_fixed={"optimizer": "adam"},
     # The decoder ends in ReLU, as in the report: it reconstructs [0, 1] pixels, not standardised ones.

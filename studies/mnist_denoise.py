@@ -7,6 +7,7 @@ and 0.010 (conv).
 """
 
 from hpsearch.spec import StudySpec
+from hpsearch.tasks import DENOISE
 
 
 def space(trial):
@@ -40,7 +41,7 @@ SPEC = StudySpec(
     description="Report 002: linear, MLP and convolutional autoencoders denoising MNIST (sigma 0.1)",
     dataset="mnist",
     model_family="autoencoders",
-    task="denoise",
+    task=DENOISE,
     training_params=("lr", "batch_size", "lr_schedule"),
     max_epochs=20,
     space=space,

@@ -28,16 +28,16 @@ class Curve:
     def __init__(self, cfg):
         pass
 
-    def __call__(self, trial, params, seed, epochs, report, facts):
-        ceiling = 1.0 / (1.0 + (params["x"] - 1.0) ** 2 + (params["y"] + 0.5) ** 2)
-        noise = random.Random(seed)
+    def __call__(self, ctx):
+        ceiling = 1.0 / (1.0 + (ctx.params["x"] - 1.0) ** 2 + (ctx.params["y"] + 0.5) ** 2)
+        noise = random.Random(ctx.seed)
         best, best_epoch = -math.inf, 0
-        for epoch in range(1, epochs + 1):
+        for epoch in range(1, ctx.epochs + 1):
             value = ceiling * (1.0 - math.exp(-epoch / 4.0)) + noise.gauss(0.0, 0.01)
             if value > best:
                 best, best_epoch = value, epoch
-            report(epoch, value, 1.0 - value, 0.0)
-        trial.set_user_attr("best_epoch", best_epoch)
+            ctx.on_epoch(epoch, value, 1.0 - value, 0.0)
+        ctx.trial.set_user_attr("best_epoch", best_epoch)
         return best
 
 

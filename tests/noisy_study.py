@@ -38,16 +38,16 @@ class Noisy:
     def __init__(self, cfg):
         pass
 
-    def __call__(self, trial, params, seed, epochs, report, facts):
-        rng = random.Random(seed)
-        lucky = 0.3 * params["luck"] if seed < SEED_BASE else 0.0
+    def __call__(self, ctx):
+        rng = random.Random(ctx.seed)
+        lucky = 0.3 * ctx.params["luck"] if ctx.seed < SEED_BASE else 0.0
         best = float("-inf")
-        for epoch in range(1, epochs + 1):
+        for epoch in range(1, ctx.epochs + 1):
             time.sleep(float(os.environ.get("NOISY_EPOCH_SECONDS", 0)))
-            value = truth(params) + lucky + rng.gauss(0.0, 0.002)
+            value = truth(ctx.params) + lucky + rng.gauss(0.0, 0.002)
             best = max(best, value)
-            report(epoch, value, 1.0 - value, 0.0)
-        trial.set_user_attr("best_epoch", epochs)
+            ctx.on_epoch(epoch, value, 1.0 - value, 0.0)
+        ctx.trial.set_user_attr("best_epoch", ctx.epochs)
         return best
 
 

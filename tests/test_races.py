@@ -118,13 +118,13 @@ def test_a_trial_ended_elsewhere_while_it_runs_is_one_line_not_a_crash(tmp_path)
         curve = spec.trainer
 
         class EndedElsewhere(curve):
-            def __call__(self, trial, params, seed, epochs, report, facts):
-                if trial.number == 1:
+            def __call__(self, ctx):
+                if ctx.trial.number == 1:
                     other = optuna.load_study(study_name="bookkeeping", storage={url!r})
                     frozen = other.get_trials()[1]
                     other._storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
                     optuna.storages.RetryHeartbeatStaleTrialCallback()(other, frozen)
-                return super().__call__(trial, params, seed, epochs, report, facts)
+                return super().__call__(ctx)
 
         object.__setattr__(spec, "trainer", EndedElsewhere)
         sys.exit(main(["run", {BOOKKEEPING!r}, "--trials", "4", "--seed", "0", "--storage", {url!r}]))

@@ -237,7 +237,7 @@ def test_report_and_dashboard_note_show_the_confirmation_and_the_path(three_tria
     assert "### Ablation (path) from trial 0 to trial 2" in note and "| 1 | a | False -> True |" in note, note
     spec = registry.get(NOISY)
     shown = report._ablation(study, dataclasses.replace(spec, reference_ablation=(("+ a, by hand", 0.61),)))
-    assert "<h3>report (test, 1 run)</h3>" in shown and "<td>+ a, by hand</td><td>0.61</td>" in shown
+    assert "<h3>reference (1 run)</h3>" in shown and "<td>+ a, by hand</td><td>0.61</td>" in shown
 
 
 def test_replicates_at_another_budget_or_on_other_data_are_other_replicates(three_trials):
