@@ -28,9 +28,16 @@ def space(trial):
         p["weight_decay"] = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
     if p["optimizer"] == "sgd":
         p["momentum"] = trial.suggest_float("momentum", 0.0, 0.99)
-    if trial.suggest_categorical("step_lr", [False, True]):
+    # Beyond report 004 (whose knobs alone fell short of its 92.07 % here, docs/results.md): a
+    # decaying schedule beside its StepLR, random crop and flip on the device, label smoothing.
+    p["lr_schedule"] = trial.suggest_categorical("lr_schedule", ["step", "cosine", "onecycle"])
+    if p["lr_schedule"] == "step" and trial.suggest_categorical("step_lr", [False, True]):
         p["lr_step_size"] = trial.suggest_int("lr_step_size", 100, 3200, log=True)
         p["lr_gamma"] = trial.suggest_float("lr_gamma", 0.5, 0.99)
+    p["crop_padding"] = 2 if trial.suggest_categorical("random_crop", [False, True]) else 0
+    p["hflip"] = trial.suggest_categorical("hflip", [False, True])
+    if p["loss"] == "cross_entropy":
+        p["label_smoothing"] = trial.suggest_float("label_smoothing", 0.0, 0.2)
     return p
 
 
@@ -49,7 +56,20 @@ SPEC = StudySpec(
     description="Report 004: configurable LeNet-5 on Fashion-MNIST",
     dataset="fashion_mnist",
     model_family="LeNet-5",
-    training_params=("lr", "batch_size", "optimizer", "loss", "weight_decay", "momentum", "lr_step_size", "lr_gamma"),
+    training_params=(
+        "lr",
+        "batch_size",
+        "optimizer",
+        "loss",
+        "weight_decay",
+        "momentum",
+        "lr_step_size",
+        "lr_gamma",
+        "lr_schedule",
+        "crop_padding",
+        "hflip",
+        "label_smoothing",
+    ),
     max_epochs=20,
     space=space,
     model=model,
@@ -66,7 +86,11 @@ SPEC = StudySpec(
         "optimizer": "adam",
         "loss": "cross_entropy",
         "l2": False,
+        "lr_schedule": "step",
         "step_lr": False,
+        "random_crop": False,
+        "hflip": False,
+        "label_smoothing": 0.0,
     },
     # Report 004's one-knob table, each change from its tanh/avg-pool/(6,16,120) base, one run each on test.
     reference_ablation=(

@@ -52,7 +52,8 @@ def test_small_integer_ranges_are_walked_like_choices():
 def test_each_parameter_says_which_choices_it_is_suggested_under():
     params = {p.name: p for p in space.parameters(SPEC.space)}
     assert params["momentum"].only_when == {"optimizer": ("sgd",)}
-    assert params["lr_gamma"].only_when == {"step_lr": (True,)}
+    assert params["lr_gamma"].only_when == {"lr_schedule": ("step",), "step_lr": (True,)}
+    assert params["label_smoothing"].only_when == {"loss": ("cross_entropy",)}
     assert params["lr"].only_when == {} and params["optimizer"].only_when == {}
     denoise = {p.name: p.only_when for p in space.parameters(registry.get("mnist-denoise").space)}
     assert denoise["code"] == {"arch": ("linear", "mlp")}
@@ -63,5 +64,16 @@ def test_each_parameter_says_which_choices_it_is_suggested_under():
 def test_parameters_come_in_the_order_the_study_file_suggests_them():
     # The walk finds conditional parameters last; the listing must still read like the file.
     names = [p.name for p in space.parameters(SPEC.space)]
-    assert names[names.index("l2") :] == ["l2", "weight_decay", "momentum", "step_lr", "lr_step_size", "lr_gamma"]
+    assert names[names.index("l2") :] == [
+        "l2",
+        "weight_decay",
+        "momentum",
+        "lr_schedule",
+        "step_lr",
+        "lr_step_size",
+        "lr_gamma",
+        "random_crop",
+        "hflip",
+        "label_smoothing",
+    ]
     assert list(space.distributions(SPEC.space)) == names
