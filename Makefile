@@ -36,7 +36,7 @@ GPU_PYTHON ?= python3
 GPU_CHECK_ARGS ?=
 
 gpu-bundle:
-	$(PYTHON) benchmarks/gpu_check.py --bundle
+	$(PYTHON) benchmarks/gpu_bundle.py
 
 gpu-check:
 	$(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)

@@ -9,9 +9,11 @@ process in front of the same database (Optuna 5.0 proxies have no heartbeat). Pr
 per mode and W: trials finished, sustained trials/s (first trial start to last trial
 end), peak server connections, failed workers and their first error line.
 
-    python benchmarks/grpc_proxy.py --workers 4,16,32,64 --trials 640
+    python benchmarks/grpc_proxy.py --storage "$PG" --workers 4,16,32,64 --trials 640
 
-Needs grpcio and protobuf (pip install grpcio protobuf) and Debian's postgresql package.
+Needs grpcio and protobuf (pip install grpcio protobuf) and a PostgreSQL server of its own,
+given by URL (``--storage postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB``): each mode and
+W gets a fresh database there (``benchmarks/postgres_url.py``).
 """
 
 from __future__ import annotations
@@ -25,11 +27,9 @@ import sys
 import threading
 import time
 import warnings
-from pathlib import Path
 
 import optuna
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # pgserver
+from postgres_url import Server  # beside this file
 
 EPOCHS = 20
 POOL = {"pool_size": 2, "max_overflow": 0, "pool_pre_ping": True}  # hpsearch.storage.POOL_SIZE
@@ -84,7 +84,7 @@ def wait_for_port(port: int, seconds: float = 30) -> None:
     raise RuntimeError(f"the proxy did not listen on {port}")
 
 
-def measure(pg, mode: str, workers: int, trials: int) -> str:
+def measure(pg: Server, mode: str, workers: int, trials: int) -> str:
     ctx = multiprocessing.get_context("spawn")  # no engine or gRPC channel crosses a fork
     url = pg.new_database(f"{mode}{workers}")
     optuna.create_study(study_name="load", storage=url, direction="maximize")
@@ -139,15 +139,14 @@ def main() -> int:
     parser.add_argument("--workers", default="4,16,32,64", help="comma-separated worker counts")
     parser.add_argument("--trials", type=int, default=640)
     parser.add_argument("--modes", default="direct,proxy")
+    parser.add_argument("--storage", required=True, metavar="URL", help="a postgresql URL of a server of its own")
     args = parser.parse_args()
-    from pgserver import throwaway_postgres
-
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs; optuna {optuna.__version__}; "
-        f"PostgreSQL max_connections=100; N = {args.trials}",
-        flush=True,
-    )
-    with throwaway_postgres() as pg:
+    with Server(args.storage) as pg:
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} CPUs; optuna {optuna.__version__}; "
+            f"PostgreSQL max_connections={pg.max_connections()}; N = {args.trials}",
+            flush=True,
+        )
         for workers in (int(w) for w in args.workers.split(",")):
             for mode in args.modes.split(","):
                 print(measure(pg, mode, workers, args.trials), flush=True)

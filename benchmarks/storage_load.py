@@ -5,22 +5,26 @@ reported at once) with W worker processes to N finished trials, half of them as
 ``hpsearch run --jobs J`` launchers and half as separate ``hpsearch run`` processes, all
 on one storage. It checks that the study ends with exactly N finished trials, none
 RUNNING, no duplicate trial numbers and no line on any worker's stderr; it samples the
-server's connection count (PostgreSQL) and polls ``hpsearch dashboard`` over HTTP
-(``--dashboard``) the whole time; with ``--restart`` it restarts the PostgreSQL server
-when a third of the trials are done, lets the workers end, runs the same commands again
-and checks that the rerun reaches N and that no finished trial changed.
+server's connection count and its processes' CPU time (PostgreSQL) and polls ``hpsearch
+dashboard`` over HTTP (``--dashboard``) the whole time; with ``--restart CMD`` it runs CMD,
+a command that restarts the PostgreSQL server, when a third of the trials are done, lets
+the workers end, runs the same commands again and checks that the rerun reaches N and that
+no finished trial changed.
 
-    python benchmarks/storage_load.py --storage postgresql --workers 32 --trials 1000 --restart
+    python benchmarks/storage_load.py --storage "$PG" --workers 32 --trials 1000 --restart "pg_ctl -D $PGDATA restart"
     python benchmarks/storage_load.py --storage sqlite --workers 8 --trials 500 --dashboard
     python benchmarks/storage_load.py --storage sqlite --sweep 1,2,4,8,16 --trials 300 --sampler random
 
-``--storage postgresql`` starts a throwaway server (Debian's ``postgresql`` package);
-``sqlite`` uses a file in a temporary folder; any other value is used as the URL.
+``--storage sqlite`` uses a file in a temporary folder for each run; a ``postgresql`` URL
+names a server of the benchmark's own, on which each run makes (and at the end drops) a
+database of its own (``benchmarks/postgres_url.py``); any other value is used as the URL.
+Prints a summary per run; exit status 0 when every run held, 1 when one did not.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -35,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy
+from postgres_url import Server  # beside this file
 
 ROOT = Path(__file__).resolve().parent.parent
-STUDY_FILE = ROOT / "tests" / "bookkeeping_study.py"
-sys.path.insert(0, str(ROOT / "tests"))  # pgserver, the tests' throwaway PostgreSQL
+STUDY_FILE = ROOT / "tests" / "bookkeeping_study.py"  # run by hpsearch, never imported here
 
 
 @dataclass
@@ -61,6 +65,8 @@ class LoadResult:
     slowest_poll_s: float = 0.0
     changed_after_restart: int | None = None
     server_cpu_s: float | None = None
+    launchers: int = 0
+    jobs: int = 1
 
     @property
     def trials_per_s(self) -> float:
@@ -81,10 +87,12 @@ class LoadResult:
         )
 
     def summary(self) -> str:
+        separate = self.workers - self.launchers * self.jobs
         lines = [
             f"{self.workers} workers, N = {self.trials}: {self.finished} finished, {self.running} running, "
             f"{self.waiting} waiting, {self.failed} failed, {self.duplicate_numbers} duplicate numbers, "
             f"{len(self.error_lines)} error lines; exit codes {sorted(set(self.exit_codes))}",
+            f"  processes: {self.launchers} x hpsearch run --jobs {self.jobs}, {separate} x hpsearch run",
             f"  {self.seconds:.1f} s: {self.trials_per_s:.1f} trials/s and {self.reports_per_s:.0f} reports/s "
             f"overall; {self.sustained_trials_per_s:.1f} trials/s sustained (10th to 90th percentile of completions)",
         ]
@@ -221,12 +229,13 @@ def run_load(
     heartbeat: int = 60,
     sampler: str = "tpe",
     dashboard: bool = False,
-    server=None,
-    restart: bool = False,
+    server: Server | None = None,
+    restart: str | None = None,
 ) -> LoadResult:
-    """Run the load once; ``server`` (a tests/pgserver.PostgresServer) is sampled for its
-    connection count and, with ``restart``, restarted a third of the way through."""
-    result = LoadResult(workers, trials)
+    """Run the load once; ``server`` (PostgreSQL) is sampled for its connection count and,
+    with ``restart`` (a shell command), restarted a third of the way through."""
+    cmds = commands(url, workers, trials, jobs, heartbeat, sampler)
+    result = LoadResult(workers, trials, launchers=sum("--jobs" in cmd for cmd in cmds), jobs=jobs)
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     env = {
         **os.environ,
@@ -253,7 +262,7 @@ def run_load(
     try:
         for rerun in rounds:
             procs = []
-            for i, cmd in enumerate(commands(url, workers, trials, jobs, heartbeat, sampler)):
+            for i, cmd in enumerate(cmds):
                 err = open(folder / f"{'re' if rerun else ''}run{i}.err", "wb")
                 procs.append((subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=err), err))
             restarted = False
@@ -270,9 +279,9 @@ def run_load(
                     )
                     >= trials // 3
                 ):
-                    server.stop()
-                    time.sleep(1.0)  # down for a moment, as in a real restart
-                    server.start()
+                    subprocess.run(
+                        restart, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                    )
                     restarted = True
                 time.sleep(0.25)
             for p, err in procs:
@@ -295,7 +304,7 @@ def run_load(
             if p.poll() is None:  # interrupted: leave no worker behind
                 p.kill()
                 p.wait()
-        if server is not None:
+        if cpu_seen:  # a server on this machine
             result.server_cpu_s = sum(cpu - cpu_start.get(pid, 0.0) for pid, cpu in cpu_seen.items())
         if poller is not None:
             poller.stop.set()
@@ -341,7 +350,7 @@ def _try(fn, default):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--storage", default="sqlite", help="sqlite, postgresql (a throwaway server) or a URL")
+    parser.add_argument("--storage", default="sqlite", help="sqlite (default), a postgresql URL or another URL")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--sweep", help="comma-separated worker counts, one run each (throughput vs workers)")
     parser.add_argument("--trials", type=int, default=500)
@@ -349,52 +358,46 @@ def main() -> int:
     parser.add_argument("--heartbeat", type=int, default=60)
     parser.add_argument("--sampler", default="tpe")
     parser.add_argument("--dashboard", action="store_true", help="poll hpsearch dashboard over HTTP throughout")
-    parser.add_argument("--restart", action="store_true", help="restart the PostgreSQL server a third of the way")
-    parser.add_argument("--max-connections", type=int, default=100, help="the throwaway server's max_connections")
+    parser.add_argument(
+        "--restart", metavar="CMD", help="a shell command that restarts the PostgreSQL server, run a third of the way"
+    )
     args = parser.parse_args()
     counts = [int(c) for c in args.sweep.split(",")] if args.sweep else [args.workers]
+    postgres = args.storage.startswith("postgresql")
+    if args.restart and not postgres:
+        parser.error("--restart needs a postgresql --storage URL")
+    shown = args.storage if args.storage == "sqlite" else sqlalchemy.make_url(args.storage).render_as_string()
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs; storage {args.storage}; sampler {args.sampler}; "
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs; storage {shown}; sampler {args.sampler}; "
         f"jobs per launcher {args.jobs}; heartbeat {args.heartbeat} s",
         flush=True,
     )
     ok = True
-    with tempfile.TemporaryDirectory(prefix="hpsearch-load-") as tmp:
-        server_cm = None
-        if args.storage == "postgresql":
-            from pgserver import throwaway_postgres
-
-            server_cm = throwaway_postgres(max_connections=args.max_connections)
-            server = server_cm.__enter__()
-        else:
-            server = None
-        try:
-            for n, workers in enumerate(counts):
-                folder = Path(tmp) / f"run{n}"
-                folder.mkdir()
-                if server is not None:
-                    url = server.new_database("load")
-                elif args.storage == "sqlite":
-                    url = f"sqlite:///{folder / 'hpsearch.db'}"
-                else:
-                    url = args.storage
-                result = run_load(
-                    url,
-                    workers=workers,
-                    trials=args.trials,
-                    folder=folder,
-                    jobs=args.jobs,
-                    heartbeat=args.heartbeat,
-                    sampler=args.sampler,
-                    dashboard=args.dashboard,
-                    server=server,
-                    restart=args.restart,
-                )
-                print(result.summary(), flush=True)
-                ok = ok and result.holds()
-        finally:
-            if server_cm is not None:
-                server_cm.__exit__(None, None, None)
+    with tempfile.TemporaryDirectory(prefix="hpsearch-load-") as tmp, contextlib.ExitStack() as stack:
+        server = stack.enter_context(Server(args.storage)) if postgres else None
+        for n, workers in enumerate(counts):
+            folder = Path(tmp) / f"run{n}"
+            folder.mkdir()
+            if server is not None:
+                url = server.new_database("load")
+            elif args.storage == "sqlite":
+                url = f"sqlite:///{folder / 'hpsearch.db'}"
+            else:
+                url = args.storage
+            result = run_load(
+                url,
+                workers=workers,
+                trials=args.trials,
+                folder=folder,
+                jobs=args.jobs,
+                heartbeat=args.heartbeat,
+                sampler=args.sampler,
+                dashboard=args.dashboard,
+                server=server,
+                restart=args.restart,
+            )
+            print(result.summary(), flush=True)
+            ok = ok and result.holds()
     return 0 if ok else 1
 
 

@@ -48,6 +48,8 @@ def _one_thread():
 
 def test_every_registered_model_is_built_and_trained_here():
     assert set(models.names()) <= {name for name, *_ in CASES}
+    with pytest.raises(KeyError, match="unknown model 'no_such_model'; known: "):
+        models.create("no_such_model")
 
 
 @pytest.mark.parametrize("name,kwargs,in_shape,out_shape", CASES, ids=IDS)

@@ -56,16 +56,6 @@ def test_non_finite_loss_raises_diverged_in_the_first_epoch(fashion_root, device
     assert info.value.epoch == 1 and reported == []
 
 
-def test_same_name_and_kwargs_rebuild_the_same_architecture():
-    kwargs = {"channels": [32, 64, 256], "activation": "leaky_relu", "pooling": "max", "batch_norm": True}
-    a, b = models.create("lenet5", **kwargs), models.create("lenet5", **kwargs)
-    assert [(k, v.shape) for k, v in a.state_dict().items()] == [(k, v.shape) for k, v in b.state_dict().items()]
-    b.load_state_dict(a.state_dict())
-    assert models.create("lenet5")(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    with pytest.raises(KeyError):
-        models.create("no_such_model")
-
-
 def test_a_models_penalty_is_added_to_every_training_batch(fashion_root, device):
     model = models.create("mlp", in_features=784, widths=[32, 16], dropouts=[0.0, 0.0], l2_lambda=0.5, l2_layers=1)
     first = model[1]  # after the Flatten
