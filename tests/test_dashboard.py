@@ -256,7 +256,9 @@ def test_bad_storage_or_study_name_is_one_line_before_serving(tmp_path, capsys):
 def test_chromium_renders_the_trials_page(server, study, tmp_path):
     study_id = study._study_id
     png = tmp_path / "dashboard.png"
-    page = f"http://127.0.0.1:{server.port}/dashboard/studies/{study_id}/trials"
+    best = study.best_trial
+    # ?numbers= selects the trial whose details the page shows (without it, the first listed one).
+    page = f"http://127.0.0.1:{server.port}/dashboard/studies/{study_id}/trials?numbers={best.number}"
     dom = render(page, png, width=1400, height=1900, wait_ms=15000)
     # The page's text once React rendered it from the API: nothing of this is in the HTML shell.
     text = html.unescape(
@@ -266,7 +268,6 @@ def test_chromium_renders_the_trials_page(server, study, tmp_path):
     assert "3 Trials" in text
     for trial in study.trials:
         assert re.search(rf"Trial {trial.number} {trial.state.name.capitalize()}\b", text), trial.number
-    best = study.best_trial
     assert f"Trial {best.number} (trial_id={best._trial_id})" in text  # the selected trial's details
     for name, value in best.params.items():
         assert f"{name} {value}" in text, name
