@@ -2,9 +2,10 @@
 
 Safe with any number of workers (processes, hosts) on one storage: a worker starts a trial
 only while finished + running trials are fewer than N, and waits while the last ones run
-elsewhere (a dead worker's trial goes stale by heartbeat, is failed, and is retried). A
-trial that another worker ended while it ran here (its heartbeat came too late) is
-dropped here with one line, never a traceback. Optuna's bookkeeping runs with signals
+elsewhere (a dead worker's trial goes stale by heartbeat, is failed, and is retried; one
+with no heartbeat at all is given one, ``BeatForTheSilent``). A trial that another worker
+ended while it ran here (its heartbeat came too late) is dropped here with one line, never
+a traceback. Optuna's bookkeeping runs with signals
 deferred (``hpsearch.interrupts``), so Ctrl-C or SIGTERM never leaves a claimed trial
 without a heartbeat or a heartbeat thread without its stop.
 """
@@ -12,6 +13,7 @@ without a heartbeat or a heartbeat thread without its stop.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import threading
 import time
@@ -26,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch import interrupts
 from hpsearch.errors import StorageLost, StudyAborted
 from hpsearch.objective import Objective, Surplus, TrialOutOfMemory
-from hpsearch.storage import MAX_RETRY, STORAGE_ERRORS, describe_error, mask
+from hpsearch.storage import MAX_RETRY, STORAGE_ERRORS, describe_error, grace_seconds, mask, open_storage
 from hpsearch.study import FINISHED, count_finished, state_counts
 
 MAX_CONSECUTIVE_FAILURES = 3
@@ -48,6 +50,38 @@ class StopAfterFailures:
                 study.stop()
         elif trial.state in FINISHED:
             self.count = 0
+
+
+class BeatForTheSilent:
+    """Optuna never finds a RUNNING trial stale that has no heartbeat at all (its worker was
+    killed, or lost the storage, between the claim and the first beat), so such a trial
+    would hold its place for ever and the study never reach N. Called while this worker
+    waits for the last trials, this beats once for each trial RUNNING longer than the grace
+    period: a live trial beats anyway; a silent one now has a beat, which goes stale, so a
+    later wait fails it and queues it again. One beat per trial from this worker, so a dead
+    trial's own last beat is outlived by one grace period at most."""
+
+    def __init__(self, storage_url: str, heartbeat: int):
+        self.url, self.heartbeat, self.beaten = storage_url, heartbeat, set()
+
+    def __call__(self, study: optuna.Study) -> None:
+        grace = datetime.timedelta(seconds=grace_seconds(self.heartbeat))
+        now = datetime.datetime.now()  # Optuna stamps datetime_start with the worker's local time
+        old = [
+            t.number
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.number not in self.beaten and t.datetime_start is not None and now - t.datetime_start > grace
+        ]
+        if not old:
+            return
+        storage = open_storage(self.url, self.heartbeat)  # the study's own is not public; rarely needed
+        try:
+            study_id = storage.get_study_id_from_name(study.study_name)
+            for number in old:
+                storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, number))
+                self.beaten.add(number)
+        finally:
+            storage.engine.dispose()  # its connections are not held beside the worker's two
 
 
 def search(
@@ -76,7 +110,7 @@ def search(
 
 
 def _loop(cfg, study: optuna.Study, objective, progress, callbacks) -> None:
-    stop = StopAfterFailures()
+    stop, beat_once = StopAfterFailures(), BeatForTheSilent(cfg.storage_url, cfg.heartbeat)
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
     while stop.count < stop.limit and (deadline is None or time.monotonic() < deadline):
         counts = state_counts(study)
@@ -90,6 +124,7 @@ def _loop(cfg, study: optuna.Study, objective, progress, callbacks) -> None:
             with warnings.catch_warnings():  # experimental since Optuna 2.9: a warning per wait says nothing
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
+            beat_once(study)
             with interrupts.allowed():
                 time.sleep(WAIT_SECONDS)
             continue

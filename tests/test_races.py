@@ -279,3 +279,26 @@ def test_two_workers_removing_the_same_pushed_out_weights_is_no_error(tmp_path, 
     trials = study.get_trials()
     assert weights.stored_weights(trials[0], store, storage) is None
     assert torch.equal(weights.stored_weights(trials[1], store, storage)["w"], state["w"])
+
+
+def test_a_trial_claimed_and_never_beaten_is_failed_and_retried(tmp_path):
+    """A worker killed (or cut from the storage) between Optuna's claim and its first
+    heartbeat leaves a RUNNING trial with no heartbeat at all, which Optuna never finds
+    stale: the next run, waiting for it as the last place, must still fail it, train its
+    parameters again and end with exactly N."""
+    url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
+    run = ["run", BOOKKEEPING, "--seed", "0", "--heartbeat", "1", "--storage", url]
+    code = "import sys; from hpsearch.cli import main; sys.exit(main({argv!r}))"
+    out, err = finish(run_python(code.format(argv=[*run, "--trials", "1"]), tmp_path))
+    study = optuna.load_study(study_name="bookkeeping", storage=url)  # no heartbeat: as the claim left it
+    orphan = study.ask()
+    params = {"x": orphan.suggest_float("x", -3.0, 3.0), "y": orphan.suggest_float("y", -3.0, 3.0)}
+    params["width"] = orphan.suggest_int("width", 8, 512, log=True)
+
+    started = time.monotonic()
+    out, err = finish(run_python(code.format(argv=[*run, "--trials", "2"]), tmp_path), timeout=60)
+    assert "Traceback" not in err, err
+    trials = optuna.load_study(study_name="bookkeeping", storage=url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE], out
+    assert trials[2].params == params and trials[2].system_attrs.get("failed_trial") == orphan.number
+    assert time.monotonic() - started < 30  # two grace periods of 3 s, not "for ever"
