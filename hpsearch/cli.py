@@ -6,14 +6,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from hpsearch import __version__, commands, interrupts, precision
+from hpsearch import __version__, commands, interrupts, precision, slurm
 from hpsearch.algorithms import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 from hpsearch.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, StudyAborted, Terminated, UsageError
-
-if TYPE_CHECKING:
-    pass
 
 # What a shell reports for a Unix tool that SIGPIPE killed (128 + 13), as `cat file | head -1`
 # leaves it: the reader went away, which is no error of this command's, so no message, but
@@ -187,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between a running trial's heartbeats; a trial silent for 3 of them counts as "
         "dead (its worker was killed) and is failed and retried (default: 60)",
     )
+    slurm.add_options(run, _positive_int, _positive_float)
 
     confirm = sub.add_parser(
         "confirm",

@@ -14,13 +14,14 @@ if TYPE_CHECKING:
     from hpsearch.spec import StudySpec
 
 
-def _run_config(args, spec, trials: int):
-    """The run's settings from the options that ``run``, ``confirm`` and ``ablate`` share."""
+def _run_config(args, spec, trials: int, device: str | None = None):
+    """The run's settings from the options that ``run``, ``confirm`` and ``ablate`` share
+    (``device`` instead of ``--device``: where the workers run on other hosts)."""
     from hpsearch import locations, runner, space, storage, workers
 
     url = storage.resolve_url(args.storage)
     keep = getattr(args, "keep_weights", None)
-    device = runner.resolve_device(args.device) if spec.trainer is None else None
+    device = runner.resolve_device(device or args.device) if spec.trainer is None else None
     return runner.RunConfig(
         spec=spec,
         trials=trials,
@@ -47,8 +48,10 @@ def _run_config(args, spec, trials: int):
 
 
 def cmd_run(args) -> int | None:
-    from hpsearch import registry, runner, workers
+    from hpsearch import registry, runner, slurm, workers
 
+    if args.slurm and workers.worker_index() is None:  # the workers run on the cluster's nodes
+        return slurm.submit(_run_config(args, registry.get(args.study), args.trials, device="cpu"), args)
     cfg = _run_config(args, registry.get(args.study), args.trials)
     if args.jobs > 1 and workers.worker_index() is None:
         return workers.launch(cfg, args.argv)

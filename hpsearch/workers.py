@@ -51,11 +51,15 @@ def launch(cfg: runner.RunConfig, argv: list[str]) -> int:
     try:
         codes = spawn(cfg.jobs, cfg.device, argv)
     finally:  # also after a forwarded Ctrl-C or SIGTERM: what the workers left stored
-        study = open_study(cfg.spec, cfg.storage_url, cfg.study_name)
-        best = best_trial(study)
-        best_text = f"; best {cfg.spec.metric} {best.value:.4f} (trial {best.number})" if best else ""
-        print(f"{cfg.jobs} workers done: {count_finished(study)}/{cfg.trials} trials finished{best_text}", flush=True)
+        say_done(cfg, open_study(cfg.spec, cfg.storage_url, cfg.study_name), f"{cfg.jobs} workers")
     return worst(codes)
+
+
+def say_done(cfg: runner.RunConfig, study, who: str) -> None:
+    """The launcher's last line: ``WHO done: F/N trials finished; best METRIC V (trial T)``."""
+    best = best_trial(study)
+    best_text = f"; best {cfg.spec.metric} {best.value:.4f} (trial {best.number})" if best else ""
+    print(f"{who} done: {count_finished(study)}/{cfg.trials} trials finished{best_text}", flush=True)
 
 
 def spawn(jobs: int, device, argv: list[str]) -> list[int]:

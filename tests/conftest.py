@@ -111,3 +111,20 @@ def postgres_server():
 def postgres_url(postgres_server) -> str:
     """A fresh, empty database on the session's PostgreSQL server, as a postgresql+psycopg:// URL."""
     return postgres_server.new_database()
+
+
+# --- SLURM: a throwaway one-host cluster for the tests of `run --slurm` ------------------
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """munged, slurmctld and slurmd on this host for the session (``slurmcluster``); its
+    ``env`` points SLURM's commands at it. Skips, saying why, when none can be started here."""
+    from slurmcluster import Unavailable as NoSlurm
+    from slurmcluster import local_slurm
+
+    try:
+        with local_slurm() as cluster:
+            yield cluster
+    except NoSlurm as exc:
+        pytest.skip(str(exc))
