@@ -4,8 +4,13 @@ packages (``apt-get install slurm-wlm munge``), with every file under one temp f
 munged runs as the ``munge`` user with a key, socket and log of its own (a munged already
 running on this host is left alone); slurmctld and slurmd run as root in the foreground on
 free ports, with ``proctrack/linuxproc`` and ``task/none`` (no cgroups needed), one node
-named ``hostname -s`` with 2 CPUs. ``SLURM_CONF`` points the client commands (sbatch, squeue,
+named ``hostname -s`` with 2 CPUs (or as many as asked: the node's count is taken from the
+configuration, not the machine). ``SLURM_CONF`` points the client commands (sbatch, squeue,
 scancel) at it. Stopping sends SIGTERM to each daemon and waits for it.
+
+Also a command, to try ``hpsearch run --slurm`` by hand on one machine (as root):
+
+    python tests/slurmcluster.py --cpus 4     # prints the SLURM_CONF to export; Ctrl-C stops it
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ ReturnToService=2
 MpiDefault=none
 JobAcctGatherType=jobacct_gather/none
 KillWait=10
+SlurmdParameters=config_overrides
 NodeName={host} CPUs={cpus} RealMemory=20000 State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
@@ -176,3 +182,18 @@ def local_slurm(cpus: int = 2) -> Iterator[Cluster]:
                     proc.kill()
                     proc.wait()
         shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="a one-host SLURM cluster until Ctrl-C")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs of its one node (default: 2)")
+    def stop(signum, frame):  # SIGTERM too: the daemons are stopped, not left behind
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    with local_slurm(parser.parse_args().cpus) as running:
+        print(f"export SLURM_CONF={running.conf}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
