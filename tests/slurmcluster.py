@@ -189,6 +189,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="a one-host SLURM cluster until Ctrl-C")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of its one node (default: 2)")
+
     def stop(signum, frame):  # SIGTERM too: the daemons are stopped, not left behind
         raise KeyboardInterrupt
 
