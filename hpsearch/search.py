@@ -5,9 +5,9 @@ only while finished + running trials are fewer than N, and waits while the last 
 elsewhere (a dead worker's trial goes stale by heartbeat, is failed, and is retried; one
 with no heartbeat at all is given one, ``BeatForTheSilent``). A trial that another worker
 ended while it ran here (its heartbeat came too late) is dropped here with one line, never
-a traceback. Optuna's bookkeeping runs with signals
-deferred (``hpsearch.interrupts``), so Ctrl-C or SIGTERM never leaves a claimed trial
-without a heartbeat or a heartbeat thread without its stop.
+a traceback. Optuna's bookkeeping runs with signals deferred (``hpsearch.interrupts``), so
+Ctrl-C or SIGTERM never leaves a claimed trial without a heartbeat or a heartbeat thread
+without its stop.
 """
 
 from __future__ import annotations

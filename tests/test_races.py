@@ -295,10 +295,9 @@ def test_a_trial_claimed_and_never_beaten_is_failed_and_retried(tmp_path):
     params = {"x": orphan.suggest_float("x", -3.0, 3.0), "y": orphan.suggest_float("y", -3.0, 3.0)}
     params["width"] = orphan.suggest_int("width", 8, 512, log=True)
 
-    started = time.monotonic()
+    # Without the fix the run waits for ever: finish() fails the test after 60 s.
     out, err = finish(run_python(code.format(argv=[*run, "--trials", "2"]), tmp_path), timeout=60)
     assert "Traceback" not in err, err
     trials = optuna.load_study(study_name="bookkeeping", storage=url).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE], out
     assert trials[2].params == params and trials[2].system_attrs.get("failed_trial") == orphan.number
-    assert time.monotonic() - started < 30  # two grace periods of 3 s, not "for ever"
