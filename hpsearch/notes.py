@@ -45,9 +45,11 @@ def write(spec: StudySpec, study: optuna.Study, complete: int | None = None) -> 
     if complete is None:
         complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     attrs = study.user_attrs
+    # Trial 0's own label: it says so where --set changed the study's baseline.
+    labels = (t.user_attrs["baseline"] for t in study.get_trials(deepcopy=False) if "baseline" in t.user_attrs)
     parts = [
         f"**{spec.name}**: {spec.description}\n\n"
-        f"- {spec.direction} `{spec.metric}`; baseline (trial 0): {spec.baseline_source}\n"
+        f"- {spec.direction} `{spec.metric}`; baseline (trial 0): {next(labels, spec.baseline_source)}\n"
         f"- {importance_caveat(complete)}\n"
     ]
     if attrs.get("confirmation", {}).get("rows"):

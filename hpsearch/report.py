@@ -235,6 +235,9 @@ def _best_vs_baseline(study: optuna.Study, spec: StudySpec) -> str:
     baseline_trial = next(
         (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "baseline" in t.user_attrs), None
     )
+    # Trial 0 as it ran: the study's baseline with any --set values, labelled as stored.
+    baseline = baseline_trial.params if baseline_trial else spec.baseline
+    source = baseline_trial.user_attrs["baseline"] if baseline_trial else spec.baseline_source
     missing = "—"
 
     def cell(params: dict[str, Any], key: str, other: dict[str, Any]) -> str:
@@ -242,9 +245,9 @@ def _best_vs_baseline(study: optuna.Study, spec: StudySpec) -> str:
         differs = best and params.get(key, missing) != other.get(key, missing)
         return f"<td{' class=differs' if differs else ''}>{html.escape(value)}</td>"
 
-    names = list(spec.baseline) + [k for k in best_params if k not in spec.baseline]
+    names = list(baseline) + [k for k in best_params if k not in baseline]
     rows = [
-        f"<tr><th>{html.escape(k)}</th>{cell(best_params, k, spec.baseline)}{cell(spec.baseline, k, best_params)}</tr>"
+        f"<tr><th>{html.escape(k)}</th>{cell(best_params, k, baseline)}{cell(baseline, k, best_params)}</tr>"
         for k in names
     ]
     values = (f"{best.value:.6g}" if best else missing, f"{baseline_trial.value:.6g}" if baseline_trial else missing)
@@ -255,7 +258,7 @@ def _best_vs_baseline(study: optuna.Study, spec: StudySpec) -> str:
     if best and baseline_trial and best.number == baseline_trial.number:
         verdict = f"The baseline is still the best trial (trial {best.number}): no searched trial has beaten it yet."
         return (
-            f"<p>Baseline: {html.escape(spec.baseline_source)}.</p>\n{_note(verdict)}\n"
+            f"<p>Baseline: {html.escape(source)}.</p>\n{_note(verdict)}\n"
             f"<table><tr><th>parameter</th><th>{best_head}, the baseline</th></tr>"
             + "".join(
                 f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in best_params.items()
@@ -263,6 +266,6 @@ def _best_vs_baseline(study: optuna.Study, spec: StudySpec) -> str:
             + f"<tr><th>{html.escape(spec.metric)} in this study</th><td>{values[0]}</td></tr></table>"
         )
     return (
-        f"<p>Baseline: {html.escape(spec.baseline_source)}. Highlighted cells differ.</p>\n"
+        f"<p>Baseline: {html.escape(source)}. Highlighted cells differ.</p>\n"
         f"<table><tr><th>parameter</th><th>{best_head}</th><th>baseline</th></tr>{''.join(rows)}</table>"
     )

@@ -99,9 +99,18 @@ def prepare(cfg: RunConfig, device: str | None = None) -> tuple[Trainer, optuna.
     )
     if not study.get_trials(deepcopy=False):
         study.enqueue_trial(
-            {**cfg.spec.baseline, **cfg.fixed}, user_attrs={"baseline": cfg.spec.baseline_source}, skip_if_exists=True
+            {**cfg.spec.baseline, **cfg.fixed}, user_attrs={"baseline": baseline_label(cfg)}, skip_if_exists=True
         )
     return trainer, study
+
+
+def baseline_label(cfg: RunConfig) -> str:
+    """What trial 0 is: the study's baseline, and any ``--set`` value that changed it (trial 0
+    is then no longer the report's configuration, and says so wherever it is shown)."""
+    changed = {k: v for k, v in cfg.fixed.items() if k not in cfg.spec.baseline or cfg.spec.baseline[k] != v}
+    if not changed:
+        return cfg.spec.baseline_source
+    return f"{cfg.spec.baseline_source}; changed by --set: " + ", ".join(f"{k}={v}" for k, v in changed.items())
 
 
 def run(cfg: RunConfig, out: TextIO | None = None) -> optuna.Study:

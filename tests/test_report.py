@@ -78,10 +78,10 @@ def test_header_counts_trials_and_names_the_best(report, study):
     assert '<td class="metric">val_accuracy</td>' in page and '<td class="direction">maximize</td>' in page
 
 
-def stand_in_study(best: int) -> optuna.Study:
+def stand_in_study(best: int, baseline: dict | None = None, label: str = SPEC.baseline_source) -> optuna.Study:
     """Three trials of fashion-lenet's space, the baseline first, trial ``best`` scoring 0.9."""
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
-    study.enqueue_trial(SPEC.baseline, user_attrs={"baseline": SPEC.baseline_source})
+    study.enqueue_trial(baseline or SPEC.baseline, user_attrs={"baseline": label})
     study.optimize(lambda trial: SPEC.space(trial) and (0.9 if trial.number == best else 0.5), n_trials=3)
     return study
 
@@ -99,6 +99,15 @@ def test_table_puts_best_params_beside_the_baseline(tmp_path):
         assert cells[0] == html.escape(str(best.params.get(name, "—"))), name
     for name, value in best.params.items():  # conditional parameters the baseline lacks too
         assert re.findall(r"<td[^>]*>([^<]*)</td>", rows[name])[0] == html.escape(str(value)), name
+
+
+def test_the_table_shows_trial_0_as_it_ran_when_set_changed_the_baseline(tmp_path):
+    label = f"{SPEC.baseline_source}; changed by --set: c1=4"
+    study = stand_in_study(best=2, baseline={**SPEC.baseline, "c1": 4}, label=label)
+    table = sections(write_report(study, SPEC, tmp_path / "r.html").read_text(encoding="utf-8"))["best-vs-baseline"]
+    assert f"Baseline: {html.escape(label)}." in table
+    rows = dict(re.findall(r"<tr><th>([^<]+)</th>(.*?)</tr>", table))
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", rows["c1"])[1] == "4"
 
 
 def test_importances_say_how_many_trials_they_rest_on(report, study):

@@ -53,7 +53,9 @@ def test_run_stores_every_trial_with_per_epoch_values(fashion_root, tmp_path, ca
     # Trial 0 is the report's configuration (with the --set values on top).
     expected = {**SPEC.baseline, "c1": 4, "c2": 8, "c3": 32, "batch_size": 64}
     assert trials[0].params == expected
-    assert "report 004" in trials[0].user_attrs["baseline"]
+    assert trials[0].user_attrs["baseline"] == (
+        f"{SPEC.baseline_source}; changed by --set: c1=4, c2=8, c3=32, batch_size=64"
+    )
     assert trials[0].user_attrs["model"] == "lenet5" and trials[0].user_attrs["ended"] == "complete"
     assert all(t.params["c1"] == 4 for t in trials)  # --set holds for sampled trials too
     assert study.user_attrs["metric"] == "val_accuracy"
