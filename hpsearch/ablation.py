@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from hpsearch import notes, replicates, space
 from hpsearch.errors import UsageError
 from hpsearch.progress import format_duration, format_spread, format_table, format_value
 from hpsearch.spec import StudySpec
+from hpsearch.study import baseline_trial
 
 ATTR = "ablation"
 METHODS = ("path", "leave-one-out")
@@ -94,8 +95,7 @@ def endpoints(spec: StudySpec, study: optuna.Study, to: int | None, out: TextIO)
     from hpsearch import confirm
     from hpsearch.export import pick_trial
 
-    trials = study.get_trials(deepcopy=False)
-    baseline = next((t for t in trials if "baseline" in t.user_attrs and t.state == TrialState.COMPLETE), None)
+    baseline = baseline_trial(study)
     if baseline is None:
         raise UsageError(
             f"study {study.study_name!r} has no complete baseline trial (trial 0 of a new study) to ablate from"

@@ -9,6 +9,7 @@ from optuna_dashboard import save_note
 
 from hpsearch.progress import format_spread
 from hpsearch.spec import StudySpec
+from hpsearch.study import baseline_trial
 
 # Optuna's PedAnovaImportanceEvaluator (the evaluator of the report and of optuna-dashboard)
 # wants at least 5 trials above its target quantile of 10 %: 50 complete trials.
@@ -45,11 +46,12 @@ def write(spec: StudySpec, study: optuna.Study, complete: int | None = None) -> 
     if complete is None:
         complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     attrs = study.user_attrs
-    # Trial 0's own label: it says so where --set changed the study's baseline.
-    labels = (t.user_attrs["baseline"] for t in study.get_trials(deepcopy=False) if "baseline" in t.user_attrs)
+    # Trial 0's own label, in any state: it says so where --set changed the study's baseline.
+    baseline = baseline_trial(study, states=None)
+    label = baseline.user_attrs["baseline"] if baseline else spec.baseline_source
     parts = [
         f"**{spec.name}**: {spec.description}\n\n"
-        f"- {spec.direction} `{spec.metric}`; baseline (trial 0): {next(labels, spec.baseline_source)}\n"
+        f"- {spec.direction} `{spec.metric}`; baseline (trial 0): {label}\n"
         f"- {importance_caveat(complete)}\n"
     ]
     if attrs.get("confirmation", {}).get("rows"):

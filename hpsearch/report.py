@@ -23,6 +23,7 @@ from hpsearch.atomic import replacing
 from hpsearch.notes import importance_caveat
 from hpsearch.progress import format_spread
 from hpsearch.spec import StudySpec
+from hpsearch.study import baseline_trial as study_baseline
 from hpsearch.study import best_trial
 
 SECTIONS = {
@@ -232,9 +233,7 @@ def _note(text: str) -> str:
 def _best_vs_baseline(study: optuna.Study, spec: StudySpec) -> str:
     best = best_trial(study)
     best_params: dict[str, Any] = best.params if best else {}
-    baseline_trial = next(
-        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "baseline" in t.user_attrs), None
-    )
+    baseline_trial = study_baseline(study)
     # Trial 0 as it ran: the study's baseline with any --set values, labelled as stored.
     baseline = baseline_trial.params if baseline_trial else spec.baseline
     source = baseline_trial.user_attrs["baseline"] if baseline_trial else spec.baseline_source

@@ -74,6 +74,14 @@ def count_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def baseline_trial(
+    study: optuna.Study, states: tuple[TrialState, ...] | None = (TrialState.COMPLETE,)
+) -> FrozenTrial | None:
+    """The study's baseline (trial 0 as ``hpsearch run`` enqueued it, labelled in its
+    ``baseline`` user attribute) if it is in one of ``states`` (None: any state), else None."""
+    return next((t for t in study.get_trials(deepcopy=False, states=states) if "baseline" in t.user_attrs), None)
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The best complete trial, or None while there is none."""
     try:
