@@ -23,8 +23,7 @@ from hpsearch.atomic import replacing
 from hpsearch.notes import importance_caveat
 from hpsearch.progress import format_spread
 from hpsearch.spec import StudySpec
-from hpsearch.study import baseline_trial as study_baseline
-from hpsearch.study import best_trial
+from hpsearch.study import baseline_trial, best_trial
 
 SECTIONS = {
     "history": "Optimisation history",
@@ -233,10 +232,10 @@ def _note(text: str) -> str:
 def _best_vs_baseline(study: optuna.Study, spec: StudySpec) -> str:
     best = best_trial(study)
     best_params: dict[str, Any] = best.params if best else {}
-    baseline_trial = study_baseline(study)
+    trial0 = baseline_trial(study)
     # Trial 0 as it ran: the study's baseline with any --set values, labelled as stored.
-    baseline = baseline_trial.params if baseline_trial else spec.baseline
-    source = baseline_trial.user_attrs["baseline"] if baseline_trial else spec.baseline_source
+    baseline = trial0.params if trial0 else spec.baseline
+    source = trial0.user_attrs["baseline"] if trial0 else spec.baseline_source
     missing = "—"
 
     def cell(params: dict[str, Any], key: str, other: dict[str, Any]) -> str:
@@ -249,12 +248,12 @@ def _best_vs_baseline(study: optuna.Study, spec: StudySpec) -> str:
         f"<tr><th>{html.escape(k)}</th>{cell(best_params, k, baseline)}{cell(baseline, k, best_params)}</tr>"
         for k in names
     ]
-    values = (f"{best.value:.6g}" if best else missing, f"{baseline_trial.value:.6g}" if baseline_trial else missing)
+    values = (f"{best.value:.6g}" if best else missing, f"{trial0.value:.6g}" if trial0 else missing)
     rows.append(
         f"<tr><th>{html.escape(spec.metric)} in this study</th>" + "".join(f"<td>{v}</td>" for v in values) + "</tr>"
     )
     best_head = f"best trial {best.number}" if best else "best trial (none complete yet)"
-    if best and baseline_trial and best.number == baseline_trial.number:
+    if best and trial0 and best.number == trial0.number:
         verdict = f"The baseline is still the best trial (trial {best.number}): no searched trial has beaten it yet."
         return (
             f"<p>Baseline: {html.escape(source)}.</p>\n{_note(verdict)}\n"
