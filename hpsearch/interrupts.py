@@ -6,7 +6,18 @@ nothing repairs: a trial claimed but never given a heartbeat stays RUNNING for e
 heartbeat thread started but never told to stop keeps the process alive after it has said
 "terminated". So the search runs ``deferred()``: a signal that arrives there is held, and
 raised at the next place that is ``allowed()`` (a trial's training, the wait for other
-workers) or when the deferred block ends. The delay is the length of one bookkeeping call.
+workers), at ``raise_held()`` or when the deferred block ends. The search loop calls
+``raise_held()`` before each claim, so what a signal costs depends on when it comes:
+
+- during a trial's training: it is raised at once (after the epoch's report, if it came
+  during one), and that trial is stored as failed (``ended: interrupted``) and queued
+  again with the same parameters;
+- while a finished trial is stored (Optuna's tell, the callbacks) or between trials: it is
+  raised once that bookkeeping ends, before another trial is claimed or waited for; no
+  trial is added;
+- while a trial is claimed (Optuna's ask, its heartbeat thread starting, its parameters
+  sampled): it is raised when that trial's training starts, so that trial too is stored as
+  failed and queued again.
 
 A launcher starts its workers with both signals blocked (``blocked()``): a child inherits
 the blocked mask and calls ``ready()`` once its handlers are in place, so a signal sent in
@@ -42,7 +53,9 @@ def _handler(signum, frame) -> None:
     raise _exception(signum)
 
 
-def _raise_held() -> None:
+def raise_held() -> None:
+    """Raise the signal that ``deferred()`` held, if one came (a place inside a deferred
+    block where the run can stop cleanly); else return."""
     global _held
     if _held is not None:
         signum, _held = _held, None
@@ -81,7 +94,7 @@ def deferred() -> Iterator[None]:
     finally:
         _deferring = outer
     if not outer:
-        _raise_held()
+        raise_held()
 
 
 @contextlib.contextmanager
@@ -90,7 +103,7 @@ def allowed() -> Iterator[None]:
     global _deferring
     outer, _deferring = _deferring, False
     try:
-        _raise_held()
+        raise_held()
         yield
     finally:
         _deferring = outer

@@ -7,7 +7,7 @@ with no heartbeat at all is given one, ``BeatForTheSilent``). A trial that anoth
 ended while it ran here (its heartbeat came too late) is dropped here with one line, never
 a traceback. Optuna's bookkeeping runs with signals deferred (``hpsearch.interrupts``), so
 Ctrl-C or SIGTERM never leaves a claimed trial without a heartbeat or a heartbeat thread
-without its stop.
+without its stop, and one that arrives between trials ends the run before another is claimed.
 """
 
 from __future__ import annotations
@@ -129,6 +129,9 @@ def _loop(cfg, study: optuna.Study, objective, progress, callbacks) -> None:
                 time.sleep(WAIT_SECONDS)
             continue
         objective.last_trial = None  # set by the objective once Optuna has given it a trial
+        # A signal held since the last trial ends the run here, before a trial is claimed
+        # only to be failed as interrupted and queued again.
+        interrupts.raise_held()
         try:
             study.optimize(
                 objective,

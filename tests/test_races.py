@@ -4,7 +4,8 @@
    on SQLite): one must win, the other must see it taken.
 2. A worker whose trial another worker ended while it ran says so in one line and goes on.
 3. A signal inside Optuna's bookkeeping around a trial (just after the claim, or while
-   the heartbeat thread starts) must neither leave the trial RUNNING nor the process alive.
+   the heartbeat thread starts) must neither leave the trial RUNNING nor the process alive;
+   one between trials must stop the run before it claims another.
 4. SIGTERM while ``--jobs`` starts its workers reaches every worker.
 """
 
@@ -191,6 +192,34 @@ def test_a_signal_inside_optunas_bookkeeping(moment, signum, status, tmp_path):
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == 2]
     assert len(retry) == 1 and retry[0].state == TrialState.WAITING and retry[0].params == trials[2].params
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials[:2])
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_between_trials_claims_no_further_trial(signum, status, tmp_path):
+    """The process sends itself the signal just after trial 1 has been told and its callbacks
+    have run, before the loop claims trial 2. Before the fix the held signal waited for the
+    next trial's training, so trial 2 was claimed only to be failed as interrupted and queued
+    again: a trial and a retry that the next run had to redo for nothing."""
+    url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
+    code = f"""
+        import os, sys
+        import optuna
+        from hpsearch.cli import main
+        real_optimize = optuna.Study.optimize
+        def optimize(self, *args, **kwargs):
+            real_optimize(self, *args, **kwargs)
+            if len(self.get_trials(deepcopy=False)) == 2:
+                os.kill(os.getpid(), {int(signum)})
+        optuna.Study.optimize = optimize
+        sys.exit(main(["run", {BOOKKEEPING!r}, "--trials", "5", "--seed", "0", "--storage", {url!r}]))
+    """
+    proc = run_python(code, tmp_path)
+    _out, err = finish(proc)
+    assert proc.returncode == status, err
+    assert "Traceback" not in err, err
+    trials = optuna.load_study(study_name="bookkeeping", storage=url).get_trials()
+    assert [t.number for t in trials] == [0, 1]  # trial 2 was never claimed
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
 
 
 def worker_pids(marker: str) -> list[int]:
