@@ -1,5 +1,6 @@
-"""One self-contained HTML page about a stored study: header, Optuna's figures, and the
-best trial's parameters beside the study's hand-tuned baseline.
+"""One self-contained HTML page about a stored study: header, Optuna's figures (the learning
+curves drawn here, to name each curve in a legend), and the best trial's parameters beside
+the study's hand-tuned baseline.
 
 The page works offline: plotly.js is inlined once in ``<head>`` and every figure is a
 ``<div>`` that uses it. Each part is a ``<section>`` with a fixed id (``SECTIONS``).
@@ -66,9 +67,7 @@ def _page(study: optuna.Study, spec: StudySpec) -> str:
     metric = spec.metric
     bodies = {
         "history": _figure(vis.plot_optimization_history(study, target_name=metric)),
-        "learning-curves": _figure(
-            vis.plot_intermediate_values(study).update_layout(xaxis_title="epoch", yaxis_title=metric)
-        ),
+        "learning-curves": _figure(_learning_curves(study, metric)),
         "importances": _importances(study, metric),
         "parallel": _figure(vis.plot_parallel_coordinate(study, target_name=metric)),
         "slices": _slices(study, metric),
@@ -90,6 +89,38 @@ def _page(study: optuna.Study, spec: StudySpec) -> str:
 def _figure(fig, height: str = "480px") -> str:
     """The figure as a <div> and a script that draws it with the page's one plotly.js."""
     return fig.to_html(full_html=False, include_plotlyjs=False, default_height=height)
+
+
+def _learning_curves(study: optuna.Study, metric: str) -> go.Figure:
+    """The validation metric per epoch of every trial that reported one (complete, pruned or
+    running), one line per trial, with a legend that names each line by its trial: the
+    baseline (trial 0 as ``hpsearch run`` enqueued it) and the best trial are labelled as
+    such and drawn wider, so the search's curves can be read against the baseline's.
+    Optuna's ``plot_intermediate_values`` draws the same lines with its legend switched off."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+    trial0, best = baseline_trial(study, states=None), best_trial(study)
+    fig = go.Figure()
+    for t in trials:
+        if not t.intermediate_values:
+            continue
+        roles = [
+            role
+            for role, other in (("baseline", trial0), ("best", best))
+            if other is not None and other.number == t.number
+        ]
+        if t.state != TrialState.COMPLETE:
+            roles.append(t.state.name.lower())
+        epochs = sorted(t.intermediate_values)
+        fig.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=[t.intermediate_values[e] for e in epochs],
+                mode="lines+markers",
+                name=f"trial {t.number}" + (f" ({', '.join(roles)})" if roles else ""),
+                line={"width": 4 if {"baseline", "best"} & set(roles) else 1.5},
+            )
+        )
+    return fig.update_layout(xaxis_title="epoch", yaxis_title=metric, showlegend=True, legend_title_text="trial")
 
 
 def _slices(study: optuna.Study, metric: str) -> str:

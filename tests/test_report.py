@@ -2,6 +2,7 @@
 headless Chromium."""
 
 import html
+import json
 import os
 import re
 from pathlib import Path
@@ -67,6 +68,49 @@ def test_report_has_every_section_and_plotly_once(report, study):
     for sid in FIGURES:
         assert sections(page)[sid].count('class="plotly-graph-div"') == figures_in(sid, study), sid
     assert [p.name for p in report.parent.iterdir()] == ["report.html"]  # no temporary file left
+
+
+def plotted(part: str) -> tuple[list[dict], dict]:
+    """The traces and the layout of a section's first figure, as the page hands them to
+    Plotly.newPlot(div id, traces, layout, config)."""
+    decoder, at = json.JSONDecoder(), part.index("Plotly.newPlot(") + len("Plotly.newPlot(")
+    values = []
+    for _ in range(3):
+        while part[at] in " \n,":
+            at += 1
+        value, at = decoder.raw_decode(part, at)
+        values.append(value)
+    return values[1], values[2]
+
+
+def test_the_learning_curves_have_a_legend_naming_each_trial_and_the_baseline(report, study):
+    traces, layout = plotted(sections(report.read_text(encoding="utf-8"))["learning-curves"])
+    assert layout["showlegend"] is True
+    best = study.best_trial.number
+    labels = {0: ["baseline"]}
+    labels.setdefault(best, []).append("best")
+    assert [t["name"] for t in traces] == [
+        f"trial {t.number}" + (f" ({', '.join(labels[t.number])})" if t.number in labels else "") for t in study.trials
+    ]
+    for trace, trial in zip(traces, study.trials, strict=True):  # each named line is that trial's curve
+        assert trace["x"] == sorted(trial.intermediate_values)
+        assert trace["y"] == [trial.intermediate_values[e] for e in sorted(trial.intermediate_values)]
+
+
+def test_a_pruned_trials_curve_says_so(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(SPEC.baseline, user_attrs={"baseline": SPEC.baseline_source})
+
+    def objective(trial):
+        SPEC.space(trial)
+        trial.report(0.5 + 0.1 * trial.number, 1)
+        if trial.number == 1:
+            raise optuna.TrialPruned()
+        return 0.5 + 0.1 * trial.number
+
+    study.optimize(objective, n_trials=3)
+    traces, _ = plotted(sections(write_report(study, SPEC, tmp_path / "r.html").read_text())["learning-curves"])
+    assert [t["name"] for t in traces] == ["trial 0 (baseline)", "trial 1 (pruned)", "trial 2 (best)"]
 
 
 def test_header_counts_trials_and_names_the_best(report, study):
@@ -162,6 +206,8 @@ def test_chromium_renders_every_figure(report, study, tmp_path):
     for sid in FIGURES:  # plotly.js replaced each figure's empty div by a drawn plot
         assert rendered[sid].count('class="plot-container plotly"') == figures_in(sid, study), sid
         assert 'class="main-svg"' in rendered[sid], sid
+    legend = re.findall(r'class="legendtext"[^>]*>([^<]+)<', rendered["learning-curves"])
+    assert legend[0].startswith("trial 0 (baseline") and len(legend) == len(study.trials), legend
     # Every slice fits the 1400 px window, laid out in rows instead of one figure scrolling sideways.
     widths = [int(w) for w in re.findall(r'<svg class="main-svg"[^>]*? width="(\d+)"', rendered["slices"])]
     assert len(widths) >= figures_in("slices", study) and max(widths) <= 700, widths
