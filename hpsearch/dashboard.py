@@ -90,6 +90,22 @@ def _bind(host: str, port: int) -> WSGIServer:
         raise UsageError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
+def _no_such_study(study_name: str, where: str, names: list[str]) -> str:
+    """The one line for a ``--study-name`` the storage lacks: the names it holds, or how to
+    start a first study there."""
+    if not names:
+        return (
+            f"no study {study_name!r} in {where}, which holds no study yet; start one with "
+            f"'hpsearch run STUDY --storage {where}', or leave out --study-name to watch the storage"
+        )
+    shown = ", ".join(repr(name) for name in sorted(names)[:5])
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return (
+        f"no study {study_name!r} in {where}, which holds {shown}{more}; "
+        "give one of those to --study-name, or leave it out to see every study"
+    )
+
+
 def serve(
     storage_url: str, artifacts_dir: Path, *, host: str = "127.0.0.1", port: int = 8080, study_name: str | None = None
 ) -> None:
@@ -97,7 +113,8 @@ def serve(
     in ``artifacts_dir``) at http://host:port/ until Ctrl-C, which ends it quietly (returns).
 
     The dashboard shows every study in the storage; with ``study_name`` the printed URL is
-    that study's page (and a name the storage lacks is refused). Prints one line (the URL to
+    that study's page, and a name the storage lacks is refused with the names it holds,
+    before anything is served or printed. Prints one line (the URL to
     open, the storage with its password masked) before serving, plus a warning on stderr
     when ``host`` is not a loopback address. Raises UsageError (one line, password masked),
     before anything is served, for a bad storage URL, an unknown study name, a port in use
@@ -111,15 +128,14 @@ def serve(
             from hpsearch.storage import artifact_store, mask, open_storage
 
             storage = open_storage(storage_url)
-            n_studies = len(storage.get_all_studies())
+            names = [study.study_name for study in storage.get_all_studies()]
+            n_studies = len(names)
             page = url_for(host, server.server_port)
             if study_name is not None:
                 try:
                     page += f"dashboard/studies/{storage.get_study_id_from_name(study_name)}"
                 except KeyError:
-                    raise UsageError(
-                        f"no study {study_name!r} in {mask(storage_url)}; leave out --study-name to see every study"
-                    ) from None
+                    raise UsageError(_no_such_study(study_name, mask(storage_url), names)) from None
             server.set_app(optuna_dashboard.wsgi(storage, artifact_store=artifact_store(artifacts_dir)))
             studies = f"{n_studies} stud{'y' if n_studies == 1 else 'ies'}" if n_studies else "no study yet"
             print(

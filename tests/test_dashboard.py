@@ -253,6 +253,27 @@ def test_bad_storage_or_study_name_is_one_line_before_serving(tmp_path, capsys):
         dashboard.serve(url, tmp_path / "artifacts", port=port, study_name="nope")
 
 
+@pytest.mark.parametrize("held", [["fashion-lenet", "other"], []], ids=["other studies", "no study"])
+def test_a_study_name_the_storage_lacks_is_one_line_and_status_2_naming_the_fix(held, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'hpsearch.db'}"
+    for name in held:
+        optuna.create_study(storage=url, study_name=name)
+    port, artifacts = free_port(), tmp_path / "artifacts"
+    args = ["dashboard", "--storage", url, "--artifacts", str(artifacts), "--port", str(port)]
+    assert main([*args, "--study-name", "fashion-lenett"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no "optuna-dashboard on ..." line: nothing was served
+    (line,) = captured.err.splitlines()
+    assert line.startswith(f"hpsearch: error: no study 'fashion-lenett' in {url}, which holds "), line
+    if held:
+        assert "'fashion-lenet', 'other'; give one of those to --study-name" in line, line
+    else:
+        assert f"no study yet; start one with 'hpsearch run STUDY --storage {url}'" in line, line
+    assert not artifacts.exists()
+    with socket.socket() as s:  # the port was let go
+        s.bind(("127.0.0.1", port))
+
+
 def test_chromium_renders_the_trials_page(server, study, tmp_path):
     study_id = study._study_id
     png = tmp_path / "dashboard.png"
