@@ -26,7 +26,15 @@ class DataUnavailable(UsageError):
 
 @dataclass(frozen=True)
 class RawSplit:
-    """One official split as read from disk: uint8 images (N, C, H, W) and int64 labels."""
+    """One official split as a reader returns it, the reader contract:
+
+    ``images``: a ``torch.uint8`` tensor (N, C, H, W) of pixels 0..255, N >= 1, with as
+    many channels C as the dataset's ``mean`` and ``std`` have values.
+    ``labels``: a ``torch.int64`` tensor (N,), each label in 0 .. len(classes) - 1.
+    ``classes``: the class names (``str``), by label.
+
+    ``read`` checks every split a reader returns and ends in one line (UsageError) naming
+    the first thing that breaks the contract."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -35,6 +43,17 @@ class RawSplit:
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """A dataset by name, for ``register``.
+
+    ``read(root, split)`` returns the official split ``split`` ("train", "test", and "val"
+    where ``official_val``) as a ``RawSplit``, from the data folder ``root`` (``--data-dir``);
+    where the files are missing it raises ``DataUnavailable`` saying where they go.
+    ``mean`` and ``std`` are per-channel statistics of the training pixels scaled to [0, 1]
+    (pixel / 255), one value per channel: training standardises with them.
+    ``image_shape`` (C, H, W), where every image has it, lets ``export`` write the ``.pt2``
+    program. ``classes``, where known without reading the files, name the classes in a
+    checkpoint (and allow ``--train-csv`` for 1x28x28 datasets of 10 classes)."""
+
     name: str
     read: Callable[[Path, str], RawSplit]
     mean: tuple[float, ...]
@@ -75,8 +94,35 @@ SPLITS = ("train", "val", "test")
 
 
 def register(info: DatasetInfo) -> DatasetInfo:
+    """Make ``info`` the dataset of its name. Raises ValueError naming what is wrong with
+    ``mean``, ``std`` or ``image_shape`` (in a study file: its line, in one line)."""
+    problem = _info_problem(info)
+    if problem:
+        raise ValueError(f"dataset {info.name!r}: {problem}")
     DATASETS[info.name] = info
     return info
+
+
+def _info_problem(info: DatasetInfo) -> str | None:
+    if not callable(info.read):
+        return f"read is a {type(info.read).__name__}, not a function read(root, split) -> RawSplit"
+    stats = (info.mean, info.std)
+    channels = len(info.mean) if isinstance(info.mean, tuple | list) else 0
+    if (
+        not channels
+        or not all(isinstance(s, tuple | list) and len(s) == channels for s in stats)
+        or not all(isinstance(v, int | float) for s in stats for v in s)
+    ):
+        return f"mean {info.mean!r} and std {info.std!r} must be tuples of one number per channel, as many of each"
+    if not all(0 <= m <= 1 for m in info.mean) or not all(0 < s <= 1 for s in info.std):
+        return (
+            f"mean {tuple(info.mean)} and std {tuple(info.std)} are not statistics of pixels on [0, 1] "
+            "(mean in [0, 1], std in (0, 1]): compute them from the images divided by 255"
+        )
+    shape = info.image_shape
+    if shape is not None and (len(shape) != 3 or shape[0] != channels):
+        return f"image_shape {shape!r} is not (C, H, W) with the {channels} channel(s) of its mean and std"
+    return None
 
 
 def _info(name: str) -> DatasetInfo:
@@ -92,7 +138,63 @@ def read(name: str, split: str, root: Path) -> RawSplit:
     if split not in SPLITS or (split == "val" and not info.official_val):
         usable = [s for s in SPLITS if s != "val" or info.official_val]
         raise UsageError(f"{name} has no official {split!r} split: use {' or '.join(usable)}")
-    return info.read(root, split)
+    return _read(info, root, split)
+
+
+def _read(info: DatasetInfo, root: Path, split: str) -> RawSplit:
+    """``info.read(root, split)``, checked against the reader contract (``RawSplit``)."""
+    raw = info.read(root, split)
+    problem = _raw_problem(info, raw)
+    if problem:
+        reader = getattr(info.read, "__qualname__", repr(info.read))
+        raise UsageError(
+            f"the reader {reader} of dataset {info.name!r} breaks the contract for the {split!r} split: {problem}"
+        )
+    return raw
+
+
+def _raw_problem(info: DatasetInfo, raw) -> str | None:
+    """What is wrong with a reader's output ``raw``, the first thing found, with its fix; None
+    when it keeps the contract."""
+    if not isinstance(raw, RawSplit):
+        return (
+            f"it returned a {type(raw).__name__}, not an hpsearch.data.RawSplit: "
+            "return RawSplit(images=..., labels=..., classes=[...])"
+        )
+    images, labels, classes = raw.images, raw.labels, raw.classes
+    channels = len(info.mean)
+    if not isinstance(images, torch.Tensor):
+        return f"images is a {type(images).__name__}, not a torch.Tensor: use torch.from_numpy(images)"
+    if images.dtype != torch.uint8:
+        return f"images are {images.dtype}, not torch.uint8 pixels 0..255: convert them, e.g. images.to(torch.uint8)"
+    if images.dim() == 3:
+        return f"images have shape {tuple(images.shape)}, not (N, C, H, W): add the channel axis, images[:, None]"
+    if images.dim() == 4 and images.shape[1] != channels and images.shape[3] == channels:
+        return (
+            f"images have shape {tuple(images.shape)}, channels last, not (N, C, H, W): use images.permute(0, 3, 1, 2)"
+        )
+    if images.dim() != 4 or images.shape[1] != channels:
+        return (
+            f"images have shape {tuple(images.shape)}, not (N, C, H, W) with the {channels} channel(s) of "
+            "the dataset's mean and std"
+        )
+    if info.image_shape is not None and tuple(images.shape[1:]) != tuple(info.image_shape):
+        return f"images are {tuple(images.shape[1:])}, but the dataset's image_shape is {tuple(info.image_shape)}"
+    if len(images) == 0:
+        return "the split holds no images"
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.dim() != 1:
+        what = type(labels).__name__
+        if isinstance(labels, torch.Tensor):
+            what = f"{labels.dtype} of shape {tuple(labels.shape)}"
+        return f"labels are a {what}, not a torch.int64 tensor (N,): use torch.as_tensor(labels, dtype=torch.long)"
+    if len(labels) != len(images):
+        return f"{len(images)} images but {len(labels)} labels"
+    if not isinstance(classes, list | tuple) or not classes or not all(isinstance(c, str) for c in classes):
+        return f"classes is {str(classes)[:60]}, not a list of class names (str), one per label"
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= len(classes):
+        return f"labels run from {low} to {high}, but {len(classes)} classes allow 0 to {len(classes) - 1}"
+    return None
 
 
 # The process-wide cache of ``load``, by all of its arguments: every trial of a worker trains
@@ -135,7 +237,7 @@ def load(
         if info.official_val:
             # The dataset's own validation split keeps results comparable with published
             # ones; --subset shrinks only the training side.
-            val = info.read(root, "val")
+            val = _read(info, root, "val")
             train_xy, val_xy = (images, labels), (val.images, val.labels)
             if len(labels) < 1:
                 raise UsageError(f"--subset {subset} leaves no training examples; use at least 1")
@@ -162,7 +264,7 @@ _CSV_SHAPE, _CSV_CLASSES = (1, 28, 28), 10
 
 def _training_source(info: DatasetInfo, root: Path, train_csv: Path | None) -> RawSplit:
     if train_csv is None:
-        return info.read(root, "train")
+        return _read(info, root, "train")
     if info.image_shape != _CSV_SHAPE or len(info.classes) != _CSV_CLASSES:
         usable = ", ".join(
             n for n, i in DATASETS.items() if i.image_shape == _CSV_SHAPE and len(i.classes) == _CSV_CLASSES
