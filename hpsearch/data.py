@@ -11,6 +11,7 @@ which the search never calls.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,6 +225,11 @@ def load(
     Pixels are scaled to [0, 1] and, when ``standardize``, standardised per channel with
     the dataset's mean/std; ``SearchData.mean``/``std`` say which.
 
+    A held-out validation split smaller than the number of classes (``--subset 3``: one
+    image) is said in one line on stderr, with the subset that holds out one image per
+    class, and not refused: ``--subset`` is for smoke runs, where a tiny split is what was
+    asked for, but a validation score that can only be 0 or 1 should not pass unsaid.
+
     Cached per process in ``LOADED``: every trial of a worker shares the same device tensors.
     """
     csv_key = str(Path(train_csv).resolve()) if train_csv is not None else None
@@ -245,6 +251,10 @@ def load(
             n_val = max(1, round(len(labels) * val_fraction))
             if len(labels) - n_val < 1:
                 raise UsageError(f"--subset {subset} leaves no training examples; use at least 2")
+            if n_val < len(raw.classes):
+                print(
+                    _small_validation(name, subset, n_val, len(raw.labels), val_fraction, raw.classes), file=sys.stderr
+                )
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed))
             val_idx, train_idx = order[:n_val], order[n_val:]
             train_xy, val_xy = (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
@@ -257,6 +267,18 @@ def load(
             std=std,
         )
     return LOADED[key]
+
+
+def _small_validation(name: str, subset: int | None, n_val: int, available: int, fraction: float, classes) -> str:
+    """The note for a held-out validation split smaller than the number of classes."""
+    source = f"--subset {subset}" if subset is not None else f"the {available} training images of {name}"
+    note = (
+        f"note: {source} leave{'s' * (subset is not None)} {n_val} validation image{'s' * (n_val != 1)}, fewer than "
+        f"the {len(classes)} classes: validation scores move in steps of 1/{n_val}"
+    )
+    # The smallest subset that holds out one image per class, where the training split has it.
+    enough = next((n for n in range(available + 1) if round(n * fraction) >= len(classes)), None)
+    return note + (f"; --subset {enough} or more holds out {len(classes)}" if enough else "")
 
 
 _CSV_SHAPE, _CSV_CLASSES = (1, 28, 28), 10

@@ -3,6 +3,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from invoke import hpsearch
 from synthetic import learnable_images
 
 from hpsearch import data
@@ -63,3 +64,18 @@ def test_the_search_data_never_reads_the_test_split(fashion_root, device, monkey
 def test_subset_takes_the_first_examples(fashion_root, device):
     loaded = data.load("fashion_mnist", device, fashion_root, subset=120)
     assert len(loaded.train) + len(loaded.val) == 120 and len(loaded.val) == 20
+
+
+def test_a_validation_split_smaller_than_the_classes_is_said_in_one_line(fashion_root, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    run = "run fashion-fc --trials 1 --epochs 1 --seed 0 --data-dir"
+    assert hpsearch(run, fashion_root, "--subset", 3, "--storage", url) == 0
+    out, err = capsys.readouterr()
+    assert "2 train / 1 validation images" in out  # it runs, as asked
+    assert err.strip() == (
+        "note: --subset 3 leaves 1 validation image, fewer than the 10 classes: validation scores move in steps "
+        "of 1/1; --subset 57 or more holds out 10"
+    )
+    assert hpsearch(run, fashion_root, "--subset", 57, "--storage", f"sqlite:///{tmp_path / 'other.db'}") == 0
+    out, err = capsys.readouterr()
+    assert "47 train / 10 validation images" in out and err == ""
