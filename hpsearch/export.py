@@ -237,7 +237,7 @@ def evaluate(
         file=out,
     )
     print(f"{metric} {value:.4f} on {len(raw.labels)} images ({source})", file=out)
-    width = max(len(name) for name, _, _ in table)
+    width = max(len("class"), *(len(name) for name, _, _ in table))  # the header's too: classes "0".."9"
     print(f"{'class'.ljust(width)}  {'n':>6}  {metric}", file=out)
     for name, count, class_value in table:
         print(f"{name.ljust(width)}  {count:>6}  {class_value:.4f}", file=out)

@@ -279,3 +279,22 @@ def test_export_takes_the_confirmed_best_and_scores_each_seeds_weights(noisy_fas
     assert hpsearch(f"export fashion-lenet --trial {other} --out", tmp_path / "other.pt", *common) == 0
     assert "confirmed best" not in capsys.readouterr().out
     assert ckpt.load(tmp_path / "other.pt")["trial"] == other
+
+
+def test_the_per_class_table_is_aligned_for_class_names_shorter_than_its_header(
+    exported, noisy_fashion, tmp_path, capsys
+):
+    digits = tmp_path / "digits.pt"
+    saved = torch.load(exported, weights_only=True)
+    saved["classes"] = [str(c) for c in range(10)]  # names of one character, as a study's own dataset may have
+    torch.save(saved, digits)
+    capsys.readouterr()
+    assert hpsearch("evaluate", digits, "--data-dir", noisy_fashion) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("class "))
+    rows = lines[header + 1 :]
+    assert [row.split()[0] for row in rows] == saved["classes"]
+    count_end = re.search(r"\bn\b", lines[header]).end()
+    metric_start = lines[header].index("test_accuracy")
+    for row in rows:  # each count ends under "n", each value starts under the metric's name
+        assert row[count_end - 1] != " " and row[count_end:metric_start].isspace() and row[metric_start] != " ", rows
