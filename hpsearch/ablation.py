@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial
 
 from hpsearch import notes, replicates, space
 from hpsearch.errors import UsageError
-from hpsearch.progress import format_duration, format_spread, format_table, format_value
+from hpsearch.progress import format_duration, format_spread, format_table, format_value, plural
 from hpsearch.spec import StudySpec
 from hpsearch.study import baseline_trial
 
@@ -92,7 +92,7 @@ class Step:
 def endpoints(spec: StudySpec, study: optuna.Study, to: int | None, out: TextIO) -> tuple[FrozenTrial, FrozenTrial]:
     """The baseline trial and the target: ``to``, else the confirmed best, else the best
     single trial (said). One line, exit 2, where there is nothing to ablate."""
-    from hpsearch import confirm
+    from hpsearch.confirmation import stored as stored_confirmation
     from hpsearch.export import pick_trial
 
     baseline = baseline_trial(study)
@@ -101,7 +101,7 @@ def endpoints(spec: StudySpec, study: optuna.Study, to: int | None, out: TextIO)
             f"study {study.study_name!r} has no complete baseline trial (trial 0 of a new study) to ablate from"
         )
     if to is None:
-        confirmation = confirm.stored(study)
+        confirmation = stored_confirmation(study)
         if confirmation is not None:
             to = confirmation["best"]
             print(f"target: trial {to}, the confirmed best", file=out)
@@ -160,13 +160,13 @@ def ablate(
     print(
         f"ablation ({method}) of {study.study_name}: trial {baseline_trial.number} (baseline) -> trial "
         f"{target_trial.number}, {len(diffs)} difference(s): {', '.join(g.label for g in diffs)}; at most "
-        f"{trainings} trainings of {epochs} epochs ({seeds} seeds each){estimate}",
+        f"{plural(trainings, 'training')} of {plural(epochs, 'epoch')} ({plural(seeds, 'seed')} each){estimate}",
         file=out,
         flush=True,
     )
 
     def measure(configs: list[replicates.Config]) -> list[replicates.Summary]:
-        found = replicates.train(cfg, configs, seeds, argv, keep_weights=False)
+        found = replicates.train(cfg, configs, seeds, argv, keep_weights=False, out=out)
         return [found[c.id] for c in configs]
 
     def change(group: Group, old: dict, new: dict) -> str:
@@ -286,6 +286,6 @@ def table(stored: dict) -> str:
     line = (
         f"{stored['method']} from trial {stored['baseline']} to trial {stored['target']}: total gain "
         + ("-" if total is None else f"{total:+.4f}")
-        + f" ({stored['metric']}, validation, {stored['seeds']} seeds, {stored['epochs']} epochs)"
+        + f" ({stored['metric']}, validation, {plural(stored['seeds'], 'seed')}, {plural(stored['epochs'], 'epoch')})"
     )
     return format_table(rows) + "\n" + line

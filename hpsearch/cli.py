@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from hpsearch import __version__, commands, interrupts, precision, slurm
@@ -30,6 +31,18 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _search_seed(text: str) -> int:
+    from hpsearch.objective import SEARCH_SEEDS
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < SEARCH_SEEDS:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0 to {SEARCH_SEEDS - 1} (2**31 - 1)")
     return value
 
 
@@ -100,6 +113,17 @@ def _precision_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _set_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="fixed",
+        help="fix a parameter instead of searching it (repeatable); 'hpsearch list STUDY' shows them",
+    )
+
+
 def _replicate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=_positive_int, default=3, metavar="S", help="seeds per configuration (default: 3)")
     p.add_argument(
@@ -146,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sampler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER, help=f"default: {DEFAULT_SAMPLER}")
     run.add_argument("--pruner", choices=list(PRUNERS), default=DEFAULT_PRUNER, help=f"default: {DEFAULT_PRUNER}")
     run.add_argument(
-        "--seed", type=int, help="seed of the sampler and of each trial's training (trial seed = seed + number)"
+        "--seed",
+        type=_search_seed,
+        help="seed of the sampler and of each trial's training (trial seed = seed + number), 0 to 2**31 - 1; "
+        "replicates of confirm and ablate use seeds from 2**31 up",
     )
     _data_options(run)
     _precision_option(run)
@@ -154,14 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--subset", type=_positive_int, metavar="N", help="use only the first N training examples (smoke runs)"
     )
     run.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="stop starting trials after this long")
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="fixed",
-        help="fix a parameter instead of searching it (repeatable); 'hpsearch list STUDY' shows them",
-    )
+    _set_option(run)
     run.add_argument(
         "--jobs",
         type=_positive_int,
@@ -184,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
         "dead (its worker was killed) and is failed and retried (default: 60)",
     )
     slurm.add_options(run, _positive_int, _positive_float)
+
+    create = sub.add_parser(
+        "create",
+        help="create a study with its baseline queued as trial 0, training nothing",
+        description="Create STUDY in the storage and queue its baseline (trial 0), as the first 'run' would, "
+        "without loading data or training: for a cluster, before its workers start. A study that exists "
+        "already is checked (same study file, same metric) and left as it is; exit 0 either way.",
+    )
+    create.add_argument("study", metavar="STUDY", help=STUDY_HELP)
+    _storage_options(create)
+    _set_option(create)
 
     confirm = sub.add_parser(
         "confirm",
@@ -323,8 +354,10 @@ def _main(argv: Sequence[str] | None) -> int:
         args = build_parser().parse_args(argv)
         import optuna
 
-        # hpsearch prints its own progress; Optuna's INFO lines would repeat it.
+        # hpsearch prints its own progress; Optuna's INFO lines would repeat it, and its warnings
+        # that a feature is experimental (heartbeats, the retry callback) say nothing to a user.
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         args.argv = list(sys.argv[1:] if argv is None else argv)
         code = commands.COMMANDS[args.command](args)
         if code:

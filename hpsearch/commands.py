@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpsearch import precision
 from hpsearch.algorithms import DEFAULT_PRUNER, DEFAULT_SAMPLER
 
 if TYPE_CHECKING:
@@ -17,33 +16,28 @@ if TYPE_CHECKING:
 def _run_config(args, spec, trials: int, device: str | None = None):
     """The run's settings from the options that ``run``, ``confirm`` and ``ablate`` share
     (``device`` instead of ``--device``: where the workers run on other hosts)."""
-    from hpsearch import locations, runner, space, storage, workers
+    from hpsearch import api
 
-    url = storage.resolve_url(args.storage)
-    keep = getattr(args, "keep_weights", None)
-    device = runner.resolve_device(device or args.device) if spec.trainer is None else None
-    return runner.RunConfig(
-        spec=spec,
-        trials=trials,
-        storage_url=url,
-        study_name=args.study_name or spec.name,
-        epochs=getattr(args, "epochs", None) or spec.max_epochs,
+    return api.config(
+        spec,
+        trials,
+        storage=args.storage,
+        study_name=args.study_name,
+        epochs=getattr(args, "epochs", None),
         sampler=getattr(args, "sampler", DEFAULT_SAMPLER),
         pruner=getattr(args, "pruner", DEFAULT_PRUNER),
-        # A study with its own trainer trains no torch model: no device, and no torch import.
-        device=device,
-        precision=precision.resolve(args.precision, device, spec.allow_bf16) if device is not None else "fp32",
-        data_root=locations.data_dir(args.data_dir),
         seed=getattr(args, "seed", None),
-        subset=args.subset,
+        fixed=getattr(args, "fixed", []),
         timeout=getattr(args, "timeout", None),
-        fixed=space.parse_fixed(getattr(args, "fixed", []), spec.space, spec.name),
-        train_csv=Path(args.train_csv) if args.train_csv else None,
-        artifacts=storage.artifacts_dir(url, args.artifacts),
-        keep_weights=runner.DEFAULT_KEEP if keep is None else max(0, keep),
-        heartbeat=args.heartbeat or storage.HEARTBEAT_SECONDS,
+        device=device or args.device,
+        precision=args.precision,
+        data_dir=args.data_dir,
+        subset=args.subset,
+        keep_weights=getattr(args, "keep_weights", None),
+        train_csv=args.train_csv,
+        artifacts=args.artifacts,
+        heartbeat=args.heartbeat,
         jobs=args.jobs,
-        worker=workers.worker_index() or 0,
     )
 
 
@@ -75,14 +69,14 @@ def _replicate_run(args, keep_weights: bool):
 
 
 def cmd_confirm(args) -> None:
-    from hpsearch import confirm
+    from hpsearch import confirmation
 
     opened = _replicate_run(args, keep_weights=True)
     if opened is not None:
         cfg, study = opened
         top = args.top if args.top is not None else (0 if args.trial else 3)
-        trials = confirm.select(study, cfg.spec, top, args.trial)
-        confirm.confirm(cfg, study, trials, args.seeds, args.argv, epochs=args.epochs)
+        trials = confirmation.select(study, cfg.spec, top, args.trial)
+        confirmation.confirm(cfg, study, trials, args.seeds, args.argv, epochs=args.epochs)
 
 
 def cmd_ablate(args) -> None:
@@ -95,6 +89,30 @@ def cmd_ablate(args) -> None:
         ablation.ablate(
             cfg, study, baseline, target, method=args.method, seeds=args.seeds, argv=args.argv, epochs=args.epochs
         )
+
+
+def cmd_create(args) -> None:
+    """Create the study with its baseline queued as trial 0, training nothing; a study that
+    exists already is checked and left as it is."""
+    from hpsearch import registry, runner, space, storage
+    from hpsearch.progress import plural
+    from hpsearch.study import open_study
+
+    spec = registry.get(args.study)
+    url = storage.resolve_url(args.storage)
+    fixed = space.parse_fixed(args.fixed, spec.space, spec.name)
+    made = []
+
+    def on_create(study) -> None:
+        runner.enqueue_baseline(study, spec, fixed)
+        made.append(study)
+
+    study = open_study(spec, url, args.study_name or spec.name, create=True, on_create=on_create)
+    where = f"study {study.study_name} ({spec.name}) in {storage.mask(url)}"
+    if made:
+        print(f"created {where}; trial 0 queued: {runner.baseline_label(spec, fixed)}")
+    else:
+        print(f"{where} exists already, with {plural(len(study.get_trials(deepcopy=False)), 'trial')}; left as it is")
 
 
 def cmd_list(args) -> None:
@@ -262,6 +280,7 @@ def cmd_dashboard(args) -> None:
 COMMANDS = {
     "dashboard": cmd_dashboard,
     "run": cmd_run,
+    "create": cmd_create,
     "confirm": cmd_confirm,
     "ablate": cmd_ablate,
     "list": cmd_list,

@@ -7,7 +7,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import save_note
 
-from hpsearch.progress import format_spread
+from hpsearch.progress import format_spread, plural
 from hpsearch.spec import StudySpec
 from hpsearch.study import baseline_trial
 
@@ -78,7 +78,7 @@ def _confirmation(confirmation: dict) -> str:
 def _ablation(ablation: dict) -> str:
     lines = [
         f"### Ablation ({ablation['method']}) from trial {ablation['baseline']} to trial {ablation['target']}, "
-        f"{ablation['seeds']} seeds",
+        f"{plural(ablation['seeds'], 'seed')}",
         "",
         "| step | parameter | from -> to | mean ± std | gain | share |",
         "|---|---|---|---|---|---|",

@@ -59,6 +59,20 @@ class Trainer(Protocol):
         """Train the trial of ``ctx``; return the best epoch's metric."""
 
 
+# Search trials train with seeds below SEARCH_SEEDS; replicates (``hpsearch.replicates``) with
+# seeds from it up, so that no replicate repeats a search trial, whatever ``--seed`` was.
+SEARCH_SEEDS = 2**31
+REPLICATE_KEY = "config_id"  # the user attribute that makes a trial a replicate
+
+
+def search_seed(seed: int | None, number: int) -> int:
+    """The training seed of search trial ``number``: ``seed + number`` (wrapped below
+    ``SEARCH_SEEDS``) with ``--seed``, else a random one."""
+    if seed is None:
+        return int.from_bytes(os.urandom(4), "little") % SEARCH_SEEDS
+    return (seed + number) % SEARCH_SEEDS
+
+
 class Surplus(Exception):
     """Two workers started a trial for the same last place; the later one gives way."""
 
@@ -85,9 +99,9 @@ def within_n(cfg) -> Callable[[optuna.Trial], None]:
 
 class Objective:
     """The objective for ``optuna.Study.optimize``. ``admit(trial)`` raises Surplus for a
-    trial that must not run (default: ``within_n``). A trial trains for its ``epochs`` user
-    attribute when it was enqueued with one (a replicate), else for ``cfg.epochs``; either
-    way the attribute is stored. Signals are taken only while the trainer runs
+    trial that must not run (default: ``within_n``). A replicate trains for its own ``epochs``
+    user attribute; a search trial for ``cfg.epochs``, a retried one too; either way the
+    attribute is stored. Signals are taken only while the trainer runs
     (``interrupts.allowed``); the bookkeeping before and after it runs to its end.
     ``last_trial`` is the number of the trial it was given last (None before one)."""
 
@@ -126,14 +140,16 @@ class Objective:
     def _context(self, trial: optuna.Trial) -> TrialContext:
         cfg, progress, maximize = self.cfg, self.progress, self.cfg.spec.task.maximize
         self.admit(trial)
-        epochs = trial.user_attrs.get("epochs", cfg.epochs)
+        # A replicate trains its own stored budget; a search trial the run's, also where it redoes
+        # an earlier run's trial (Optuna's retry copies the failed trial's user attrs).
+        epochs = trial.user_attrs["epochs"] if REPLICATE_KEY in trial.user_attrs else cfg.epochs
         trial.set_user_attr("epochs", epochs)
         params = cfg.spec.space(trial)
         # Without --seed each trial draws its own; either way it is stored, for reruns. A trial
-        # that redoes an interrupted or dead one (Optuna's retry copies its user attrs) keeps its seed.
+        # that redoes an interrupted or dead one keeps its seed.
         seed = trial.user_attrs.get("seed")
         if seed is None:
-            seed = cfg.seed + trial.number if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
+            seed = search_seed(cfg.seed, trial.number)
         trial.set_user_attr("seed", seed)
         progress.start(trial)
         values: list[float] = []

@@ -66,8 +66,14 @@ def format_rate(per_minute: float) -> str:
 
 
 class Progress:
-    def __init__(self, cfg, out: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
-        self.cfg, self.out, self.clock = cfg, out, clock
+    """The lines of one worker's run. ``detail``: ``"epoch"`` says every trial's start, epochs
+    and progress within long ones (the command line); ``"trial"`` only each finished trial,
+    the estimate and the run's first and last lines (a notebook); ``"none"`` nothing."""
+
+    def __init__(
+        self, cfg, out: TextIO | None = None, clock: Callable[[], float] = time.monotonic, detail: str = "epoch"
+    ):
+        self.cfg, self.out, self.clock, self.detail = cfg, out, clock, detail
         self.said_waiting = False
         self.started = clock()
         self.finished_before = 0  # the study's finished trials when this worker started
@@ -79,7 +85,10 @@ class Progress:
         self.pass_started = self.next_tick = self.started
         self.drawn = 0  # the length of the redrawn line on the terminal, 0 when there is none
 
-    def say(self, line: str) -> None:
+    def say(self, line: str, detail: str = "trial") -> None:
+        """Print ``line`` when this run's ``detail`` includes lines of that ``detail``."""
+        if self.detail == "none" or (detail == "epoch" and self.detail != "epoch"):
+            return
         prefix = f"[worker {self.cfg.worker}] " if self.cfg.jobs > 1 else ""
         stream = self.out or sys.stdout
         if self.drawn:
@@ -108,12 +117,13 @@ class Progress:
     def start(self, trial: optuna.Trial) -> None:
         self.said_waiting = False
         params = " ".join(f"{k}={format_value(v)}" for k, v in trial.params.items())
-        self.say(f"trial {trial.number}: {params}")
+        self.say(f"trial {trial.number}: {params}", "epoch")
 
     def epoch(self, trial: optuna.Trial, epoch: int, value: float, train_loss: float, seconds: float) -> None:
         self.say(
             f"  trial {trial.number} epoch {epoch}/{trial.user_attrs.get('epochs', self.cfg.epochs)}: "
-            f"{self.cfg.spec.metric} {value:.4f}  loss {train_loss:.4f}  {seconds:.1f}s"
+            f"{self.cfg.spec.metric} {value:.4f}  loss {train_loss:.4f}  {seconds:.1f}s",
+            "epoch",
         )
 
     def batch(self, number: int, what: str, done: int, total: int) -> None:
@@ -127,14 +137,21 @@ class Progress:
         if now < self.next_tick or done >= total:  # the epoch's own line follows the last batch
             return
         self.next_tick = now + self.tick_seconds
-        line = f"  trial {number} {what}: {100 * done // total}% of batches, {format_duration(now - self.pass_started)}"
+        line = f"  {self.trial_name(number)} {what}: {100 * done // total}% of batches, "
+        line += format_duration(now - self.pass_started)
+        if self.detail != "epoch":
+            return
         if self.redraw:
             stream = self.out or sys.stdout
             stream.write("\r" + line.ljust(self.drawn))
             stream.flush()
             self.drawn = len(line)
         else:
-            self.say(line)
+            self.say(line, "epoch")
+
+    def trial_name(self, number: int) -> str:
+        """Trial ``number`` as the lines of a pass within an epoch name it."""
+        return f"trial {number}"
 
     def pace(self, finished: int) -> tuple[float, float | None]:
         """Seconds since this worker started and the study's finished trials a minute since then."""

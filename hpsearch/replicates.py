@@ -9,11 +9,13 @@ storage: the search study keeps exactly its N finished trials, and its sampler a
 never see a replicate, while optuna-dashboard and the optuna CLI show both studies. Each
 replicate is an enqueued trial whose user attributes name its configuration (``config_id``,
 a hash of the parameters and the epoch budget), its index, its seed and the epoch budget.
-Replicate ``i`` of every configuration trains with seed ``SEED_BASE + i``: comparisons
-between configurations are paired, and no replicate reuses a search trial's seed (``--seed
-S`` gives trial ``n`` the seed ``S + n``). A rerun enqueues only what is missing, and
-``--jobs`` workers share the waiting replicates through the same loop as a search
-(heartbeats, Ctrl-C, a lost database: ``hpsearch.search``).
+Replicate ``i`` of every configuration trains with seed ``SEED_BASE + i`` (2**31 + i):
+comparisons between configurations are paired, and no replicate reuses a search trial's
+seed, which is below 2**31 (``--seed S`` gives trial ``n`` the seed ``(S + n) mod 2**31``).
+A rerun enqueues only what is missing, and ``--jobs`` workers share the waiting replicates
+through the same loop as a search (heartbeats, Ctrl-C, a lost database: ``hpsearch.search``).
+A command trains only the replicates it asked for: any that another command queued with
+other settings and left waiting are set aside, never trained under this one's.
 """
 
 from __future__ import annotations
@@ -21,16 +23,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import statistics
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import workers
-from hpsearch.objective import Objective, Surplus
+from hpsearch.objective import REPLICATE_KEY, SEARCH_SEEDS, Objective, Surplus
 from hpsearch.progress import Progress, format_duration, format_rate, plural
 from hpsearch.search import search
 from hpsearch.spec import StudySpec
@@ -38,7 +42,7 @@ from hpsearch.storage import MAX_RETRY
 from hpsearch.study import FINISHED, count_finished, open_study
 
 SUFFIX = ":replicates"
-SEED_BASE = 10_000
+SEED_BASE = SEARCH_SEEDS  # replicate i trains with seed SEED_BASE + i, above every search seed
 # Replicates of confirm keep their weights (export --score scores each); the disk this takes
 # is the number of replicates times one model.
 KEEP_ALL = 1_000_000
@@ -119,9 +123,12 @@ class Summary:
         return {"mean": self.mean, "std": self.std, "n": self.n, "diverged": self.diverged, "seeds": list(self.seeds)}
 
 
-def _key(trial: FrozenTrial) -> tuple[str, int] | None:
+Key = tuple[str, int]  # (Config.id, replicate index): one replicate
+
+
+def _key(trial: FrozenTrial) -> Key | None:
     attrs = trial.user_attrs
-    return (attrs["config_id"], attrs["replicate"]) if "config_id" in attrs else None
+    return (attrs[REPLICATE_KEY], attrs["replicate"]) if REPLICATE_KEY in attrs else None
 
 
 def open_replicates(cfg, *, create: bool) -> optuna.Study:
@@ -149,7 +156,7 @@ def enqueue(study: optuna.Study, todo: list[tuple[Config, int]]) -> None:
         study.enqueue_trial(
             config.params,
             user_attrs={
-                "config_id": config.id,
+                REPLICATE_KEY: config.id,
                 "replicate": index,
                 "seed": SEED_BASE + index,
                 "epochs": config.epochs,
@@ -191,69 +198,120 @@ def complete_replicates(study: optuna.Study, config: Config) -> list[FrozenTrial
     return [t for _, t in by_index if t.state == TrialState.COMPLETE]
 
 
-def pending(study: optuna.Study) -> int:
-    """Replicates enqueued and not finished yet."""
-    trials = study.get_trials(deepcopy=False)
-    keys = {_key(t) for t in trials} - {None}
-    return len(keys - {_key(t) for t in trials if t.state in FINISHED})
+def keys(configs: Iterable[Config], seeds: int) -> frozenset[Key]:
+    """The replicates a command asks for: replicate ``0 .. seeds - 1`` of each configuration."""
+    return frozenset((c.id, i) for c in configs for i in range(seeds))
 
 
-def train(cfg, configs: list[Config], seeds: int, argv: list[str], *, keep_weights: bool) -> dict[str, Summary]:
+def unfinished(study: optuna.Study, own: frozenset[Key]) -> frozenset[Key]:
+    """The replicates of ``own`` that no finished trial holds yet."""
+    return own - {_key(t) for t in study.get_trials(deepcopy=False, states=FINISHED)}
+
+
+def train(
+    cfg, configs: list[Config], seeds: int, argv: list[str], *, keep_weights: bool, out: TextIO | None = None
+) -> dict[str, Summary]:
     """Train the replicates of ``configs`` below ``seeds`` that are not stored yet (with
     ``cfg.jobs`` workers running ``hpsearch ARGV`` when above 1) and return every
-    configuration's summary. Raises what ``hpsearch.search.search`` raises."""
+    configuration's summary. Trains nothing else: replicates that another command queued
+    (other configurations, settings or seeds) and left waiting are set aside, said here in one
+    line, never trained under this command's settings. Raises what ``hpsearch.search.search`` raises."""
     study = open_replicates(cfg, create=True)
+    own = keys(configs, seeds)
     enqueue(study, missing(study, configs, seeds))
-    if pending(study):
+    foreign = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) if _key(t) not in own]
+    if foreign:
+        settings = sorted({_settings(t.user_attrs) for t in foreign})
+        print(
+            f"{plural(len(foreign), 'replicate')} waiting in {study.study_name} were queued by another command "
+            f"({'; '.join(settings)}): this one trains only its own and sets aside those it meets; the command "
+            "that queued them queues them again when it is run again",
+            file=out or sys.stdout,
+            flush=True,
+        )
+    if unfinished(study, own):
         if cfg.jobs > 1:
             from hpsearch.runner import make_trainer
 
             make_trainer(cfg, device="cpu")  # missing data is one line here, not one per worker
-            code = workers.worst(workers.spawn(cfg.jobs, cfg.device, argv))
+            code = workers.worst(workers.spawn(cfg.jobs, cfg.device, argv, env={OWN_ENV: _encode(own)}))
             if code:
                 raise SystemExit(code)
         else:
-            drain(cfg, keep_weights=keep_weights)
+            drain(cfg, keep_weights=keep_weights, own=own)
     return summaries(study, configs)
 
 
-def drain(cfg, *, keep_weights: bool) -> None:
-    """Train waiting replicates until every enqueued one is finished: what a worker does."""
+def drain(cfg, *, keep_weights: bool, own: frozenset[Key] | None = None) -> None:
+    """Train the waiting replicates of ``own`` until each is finished: what a worker does
+    (``own`` from its environment when not given)."""
     from hpsearch.runner import make_trainer
 
+    if own is None:
+        own = _decode(os.environ.get(OWN_ENV, "[]"))
     study = open_replicates(cfg, create=True)
-    trials = study.get_trials(deepcopy=False)
-    keys = {_key(t) for t in trials} - {None}
-    epochs = max((t.user_attrs["epochs"] for t in trials if _key(t)), default=cfg.epochs)
+    mine = [t for t in study.get_trials(deepcopy=False) if _key(t) in own]
+    left = len(unfinished(study, own))
+    finished = count_finished(study)
     run_cfg = dataclasses.replace(
         cfg,
         study_name=study.study_name,
-        trials=len(keys),
-        epochs=epochs,
+        # The study's finished trials once this command's replicates are all finished.
+        trials=finished + left,
+        epochs=max((t.user_attrs["epochs"] for t in mine), default=cfg.epochs),
         sampler="random",
         pruner="none",
         keep_weights=KEEP_ALL if keep_weights else 0,
         timeout=None,
     )
     trainer = make_trainer(run_cfg)
-    progress = ReplicateProgress(run_cfg)
+    progress = ReplicateProgress(run_cfg, own)
+    progress.finished_before = finished
     progress.say(
-        f"replicates of {cfg.study_name} in {study.study_name}: {count_finished(study)}/{len(keys)} finished; "
-        f"{trainer.summary}; unpruned"
+        f"replicates of {cfg.study_name} in {study.study_name}: {len(own) - left}/{len(own)} of this command's "
+        f"finished; {trainer.summary}; unpruned"
     )
-    objective = Objective(run_cfg, trainer, progress, admit=_admit)
+    objective = Objective(run_cfg, trainer, progress, admit=_admission(own))
     search(run_cfg, study, objective, progress, [_retry_failed])
 
 
-def _admit(trial: optuna.Trial) -> None:
-    """Only enqueued replicates run, each once: without one waiting, Optuna would sample a
-    new configuration, which no replicate study wants."""
-    key = trial.user_attrs.get("config_id"), trial.user_attrs.get("replicate")
-    if key[0] is None:
-        raise Surplus("surplus: no replicate was waiting")
-    for other in trial.study.get_trials(deepcopy=False, states=FINISHED):
-        if _key(other) == key:
-            raise Surplus(f"surplus: replicate {key[1]} of {trial.user_attrs['label']} is done already")
+OWN_ENV = "HPSEARCH_REPLICATES"  # a --jobs worker's replicates to train, as JSON [[config_id, index], ...]
+
+
+def _encode(own: frozenset[Key]) -> str:
+    return json.dumps(sorted(own))
+
+
+def _decode(text: str) -> frozenset[Key]:
+    return frozenset((config_id, index) for config_id, index in json.loads(text))
+
+
+def _settings(attrs: dict[str, Any]) -> str:
+    """How a queued replicate trains: its epochs and data."""
+    return f"{plural(attrs.get('epochs', 0), 'epoch')}, {attrs.get('data') or 'the whole split in fp32'}"
+
+
+def _admission(own: frozenset[Key]) -> Callable[[optuna.Trial], None]:
+    """Only enqueued replicates of ``own`` run, each once: without one waiting, Optuna would
+    sample a new configuration, which no replicate study wants; one that another command
+    queued ends as a surplus trial here, set aside (its key is then missing again, and that
+    command queues it anew)."""
+
+    def admit(trial: optuna.Trial) -> None:
+        attrs = trial.user_attrs
+        key = _key(trial)
+        if key is None:
+            raise Surplus("surplus: no replicate was waiting")
+        if key not in own:
+            raise Surplus(f"{SET_ASIDE}: queued by another command ({_settings(attrs)}), left to it")
+        for other in trial.study.get_trials(deepcopy=False, states=FINISHED):
+            if _key(other) == key:
+                raise Surplus(f"surplus: replicate {key[1]} of {attrs['label']} is done already")
+
+    return admit
+
+
+SET_ASIDE = "surplus: set aside"
 
 
 def _retry_failed(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -264,30 +322,54 @@ def _retry_failed(study: optuna.Study, trial: FrozenTrial) -> None:
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
 
+def _name(attrs: dict[str, Any]) -> str:
+    """A replicate in a run's lines, by what it replicates: ``trial 3, replicate 2``."""
+    return f"{attrs['label']}, replicate {attrs['replicate'] + 1}"
+
+
 class ReplicateProgress(Progress):
-    """A run's lines, naming each trial by the configuration and seed it replicates."""
+    """A run's lines, naming each trial by the configuration and seed it replicates, and
+    counting this command's replicates (``own``) only."""
+
+    def __init__(self, cfg, own: frozenset[Key], out: TextIO | None = None):
+        super().__init__(cfg, out)
+        self.own = own
+        self.names: dict[int, str] = {}  # trial number -> what it replicates, for the lines within an epoch
 
     def start(self, trial: optuna.Trial) -> None:
         a = trial.user_attrs
+        seeds = sum(config_id == a[REPLICATE_KEY] for config_id, _ in self.own)
+        self.names[trial.number] = _name(a)
         self.say(
-            f"replicate {a['replicate'] + 1} of {a['label']} (trial {trial.number}, seed {a['seed']}, "
-            f"{plural(a['epochs'], 'epoch')})"
+            f"{_name(a)}/{seeds}: seed {a['seed']}, {plural(a['epochs'], 'epoch')} (stored as trial {trial.number} of "
+            f"{trial.study.study_name})",
+            "epoch",
+        )
+
+    def trial_name(self, number: int) -> str:
+        return self.names.get(number, super().trial_name(number))
+
+    def epoch(self, trial: optuna.Trial, epoch: int, value: float, train_loss: float, seconds: float) -> None:
+        self.say(
+            f"  {_name(trial.user_attrs)} epoch {epoch}/{trial.user_attrs['epochs']}: {self.cfg.spec.metric} "
+            f"{value:.4f}  loss {train_loss:.4f}  {seconds:.1f}s",
+            "epoch",
         )
 
     def trial_done(self, study: optuna.Study, trial: FrozenTrial) -> None:
         a = trial.user_attrs
-        if trial.state == TrialState.COMPLETE:
-            outcome = f"complete, {self.cfg.spec.metric} {trial.value:.4f}"
-        else:
-            outcome = a.get("ended", trial.state.name.lower())
-        finished = count_finished(study)
-        elapsed, per_minute = self.pace(finished)
+        ended = a.get("ended", trial.state.name.lower())
+        if ended.startswith(SET_ASIDE):
+            return  # said once, by the command, before it started
+        outcome = f"complete, {self.cfg.spec.metric} {trial.value:.4f}" if trial.state == TrialState.COMPLETE else ended
+        done = len(self.own) - len(unfinished(study, self.own))
+        elapsed, per_minute = self.pace(count_finished(study))
         pace = f"{format_duration(elapsed)} elapsed"
-        left = self.cfg.trials - finished
+        left = len(self.own) - done
         if per_minute is not None and left > 0:
             pace += f", {format_rate(per_minute)}/min, ETA {format_duration(left * 60 / per_minute)}"
-        what = f"replicate {a['replicate'] + 1} of {a['label']}" if "label" in a else f"trial {trial.number}"
-        self.say(f"{what} {outcome} | {finished}/{self.cfg.trials} replicates finished | {pace}")
+        what = _name(a) if "label" in a else f"trial {trial.number}"
+        self.say(f"{what} {outcome} | {done}/{len(self.own)} replicates finished | {pace}")
 
     def footer(self, study: optuna.Study) -> None:
         """Nothing: the command that asked for the replicates prints what they show."""

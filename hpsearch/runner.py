@@ -7,13 +7,13 @@ that brings its own trainer (``StudySpec.trainer``) runs without it.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import optuna
 
+from hpsearch import storage
 from hpsearch.algorithms import make_pruner, make_sampler
 from hpsearch.errors import UsageError
 from hpsearch.notes import StudyNote
@@ -83,8 +83,13 @@ def make_trainer(cfg: RunConfig, device: str | None = None) -> Trainer:
 
 
 def prepare(cfg: RunConfig, device: str | None = None) -> tuple[Trainer, optuna.Study]:
-    """The trainer (data first), then the study, created or loaded; a new study gets the
-    baseline enqueued as its first trial."""
+    """The storage checked, the trainer (data), then the study, created or loaded; the
+    process that creates a study enqueues the baseline as its first trial, once.
+
+    The storage is opened first, so a typo in its URL or a folder that cannot be written is
+    said before the data loads; the study is created after, so that missing data leaves
+    nothing in the storage."""
+    storage.check(cfg.storage_url)
     trainer = make_trainer(cfg, device)
     # Each worker seeds its sampler differently, or K workers would propose the same trials.
     seed = None if cfg.seed is None else cfg.seed + cfg.worker
@@ -96,30 +101,31 @@ def prepare(cfg: RunConfig, device: str | None = None) -> tuple[Trainer, optuna.
         sampler=make_sampler(cfg.sampler, seed, cfg.fixed),
         pruner=make_pruner(cfg.pruner, cfg.epochs),
         heartbeat=cfg.heartbeat,
+        on_create=lambda new: enqueue_baseline(new, cfg.spec, cfg.fixed),
     )
-    if not study.get_trials(deepcopy=False):
-        study.enqueue_trial(
-            {**cfg.spec.baseline, **cfg.fixed}, user_attrs={"baseline": baseline_label(cfg)}, skip_if_exists=True
-        )
     return trainer, study
 
 
-def baseline_label(cfg: RunConfig) -> str:
+def enqueue_baseline(study: optuna.Study, spec: StudySpec, fixed: dict[str, Any]) -> None:
+    """Queue the study's baseline, with the ``--set`` values ``fixed``, as the next trial."""
+    study.enqueue_trial({**spec.baseline, **fixed}, user_attrs={"baseline": baseline_label(spec, fixed)})
+
+
+def baseline_label(spec: StudySpec, fixed: dict[str, Any]) -> str:
     """What trial 0 is: the study's baseline, and any ``--set`` value that changed it (trial 0
     is then no longer the report's configuration, and says so wherever it is shown)."""
-    changed = {k: v for k, v in cfg.fixed.items() if k not in cfg.spec.baseline or cfg.spec.baseline[k] != v}
+    changed = {k: v for k, v in fixed.items() if k not in spec.baseline or spec.baseline[k] != v}
     if not changed:
-        return cfg.spec.baseline_source
-    return f"{cfg.spec.baseline_source}; changed by --set: " + ", ".join(f"{k}={v}" for k, v in changed.items())
+        return spec.baseline_source
+    return f"{spec.baseline_source}; changed by --set: " + ", ".join(f"{k}={v}" for k, v in changed.items())
 
 
-def run(cfg: RunConfig, out: TextIO | None = None) -> optuna.Study:
+def run(cfg: RunConfig, out: TextIO | None = None, detail: str = "epoch") -> optuna.Study:
     """Run ``cfg.spec`` until the study holds ``cfg.trials`` finished trials (or the timeout);
     see ``hpsearch.search.search`` for what may be raised. Rerunning after an interruption
-    continues: finished trials are kept and counted."""
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    continues: finished trials are kept and counted. ``detail``: what it prints (``Progress``)."""
     trainer, study = prepare(cfg)
-    progress = Progress(cfg, out)
+    progress = Progress(cfg, out, detail=detail)
     progress.header(study, trainer.summary)
     search(cfg, study, Objective(cfg, trainer, progress), progress, [StudyNote(cfg.spec)])
     return study

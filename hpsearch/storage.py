@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -121,8 +122,57 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storage
                     connection.exec_driver_sql("PRAGMA journal_mode=WAL")
             sqlalchemy.event.listen(storage.engine, "begin", _begin_immediate)
         return storage
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise UsageError(_unknown_database(url, parsed.drivername)) from None
     except Exception as exc:
+        if db_file is not None and "unable to open database file" in str(exc):
+            raise UsageError(_unwritable(db_file)) from None
         raise UsageError(f"cannot open storage {mask(url)}: {describe_error(exc, url)}") from None
+
+
+def check(url: str) -> None:
+    """Raise UsageError (one line, in hpsearch's words) unless ``url`` names a storage that
+    a run can write, without writing anything to an SQLite file: a malformed URL, a database
+    kind SQLAlchemy does not know, an SQLite file or folder that cannot be written, a server
+    that does not answer. What ``run`` does first, before it loads any data."""
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise UsageError(_unknown_database(url, parsed.drivername)) from None
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        open_storage(url)  # says what is malformed
+    db_file = _sqlite_file(parsed)
+    if parsed.get_backend_name() != "sqlite":
+        open_storage(url).engine.dispose()  # connects: a server that does not answer is said now
+    elif db_file is not None:
+        folder = db_file.resolve().parent
+        if not folder.is_dir():
+            open_storage(url)  # says which folder is missing
+        # Never open an existing database file here: closing any descriptor of it drops the
+        # POSIX locks that this process's SQLite connections hold on it, which corrupts it.
+        if db_file.exists():
+            if not os.access(db_file, os.W_OK):
+                raise UsageError(_unwritable(db_file))
+            return
+        try:
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError:
+            raise UsageError(_unwritable(db_file)) from None
+
+
+def _unknown_database(url: str, drivername: str) -> str:
+    return (
+        f"storage URL {mask(url)!r} names no database SQLAlchemy knows ({drivername!r}): use sqlite:///FILE or "
+        "postgresql+psycopg://user:password@host/dbname"
+    )
+
+
+def _unwritable(db_file: Path) -> str:
+    return (
+        f"cannot write the SQLite file {db_file} (its folder {db_file.resolve().parent} is read-only, or the file "
+        "is); choose a folder you can write: --storage sqlite:///PATH"
+    )
 
 
 def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: int) -> optuna.storages.RDBStorage:

@@ -62,8 +62,9 @@ def say_done(cfg: runner.RunConfig, study, who: str) -> None:
     print(f"{who} done: {count_finished(study)}/{cfg.trials} trials finished{best_text}", flush=True)
 
 
-def spawn(jobs: int, device, argv: list[str]) -> list[int]:
-    """Run ``jobs`` workers of ``hpsearch ARGV`` on this host and return their exit statuses.
+def spawn(jobs: int, device, argv: list[str], env: dict[str, str] | None = None) -> list[int]:
+    """Run ``jobs`` workers of ``hpsearch ARGV`` on this host, with ``env`` added to their
+    environment, and return their exit statuses.
 
     SIGINT and SIGTERM are forwarded to every worker, once each, also while the workers are
     being started: then no further worker is started, and once they have ended the signal is
@@ -94,10 +95,10 @@ def spawn(jobs: int, device, argv: list[str]) -> list[int]:
             for index in range(jobs):
                 if received:
                     break
-                env = {**os.environ, WORKER_ENV: str(index), "OMP_NUM_THREADS": str(threads)}
+                worker_env = {**os.environ, **(env or {}), WORKER_ENV: str(index), "OMP_NUM_THREADS": str(threads)}
                 if gpus:
-                    env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
-                procs.append(subprocess.Popen([sys.executable, "-m", "hpsearch", *argv], env=env))
+                    worker_env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+                procs.append(subprocess.Popen([sys.executable, "-m", "hpsearch", *argv], env=worker_env))
         if received:  # the handler may have run inside Popen, before that worker was listed
             forward(received[-1], None)
         codes = [proc.wait() for proc in procs]

@@ -346,7 +346,7 @@ def test_the_dashboard_shows_a_confirmed_study_and_its_replicates(tmp_path):
         reps = get_json(port, f"/api/studies/{summaries['noisy:replicates']['study_id']}?after=0")
         assert len(reps["trials"]) == 4 and {t["state"] for t in reps["trials"]} == {"Complete"}
         attrs = [{a["key"]: a["value"] for a in t["user_attrs"]} for t in reps["trials"]]
-        assert sorted(a["seed"] for a in attrs) == ["10000", "10000", "10001", "10001"]
+        assert sorted(a["seed"] for a in attrs) == [str(2**31), str(2**31), str(2**31 + 1), str(2**31 + 1)]
         labels = {a["label"] for a in attrs}  # the top 2 of the 3 trials, each replicated twice
         assert len(labels) == 2 and labels <= {"trial 0", "trial 1", "trial 2"}
     finally:

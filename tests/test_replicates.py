@@ -16,7 +16,7 @@ from noisy_study import EXTRA_GAIN, GAINS, truth
 from optuna.trial import TrialState
 from processes import interruptible
 
-from hpsearch import ablation, confirm, registry, replicates
+from hpsearch import ablation, confirmation, registry, replicates
 
 NOISY = str(Path(__file__).with_name("noisy_study.py"))
 LUCKY = "--set a=true --set b=true --set luck=0.9"  # true 0.65, a single search run 0.92
@@ -52,7 +52,7 @@ def test_confirm_picks_the_best_mean_not_the_best_single_run(three_trials, capsy
     assert hpsearch(f"confirm {NOISY} --top 3 --seeds 3 --storage", three_trials) == 0
     out = capsys.readouterr().out
     assert "confirmed best: trial 2" in out and "the best single run was trial 1" in out, out
-    stored = confirm.stored(load(three_trials))
+    stored = confirmation.stored(load(three_trials))
     assert stored["best"] == 2
     rows = {r["trial"]: r for r in stored["rows"]}
     assert [r["trial"] for r in stored["rows"]] == [2, 1, 0]  # best mean first
@@ -68,7 +68,7 @@ def test_replicates_never_change_n_nor_reach_the_search(three_trials, capsys):
     search = load(three_trials)
     reps = load(three_trials, "noisy" + replicates.SUFFIX)
     assert len(search.trials) == 3
-    assert sorted(t.user_attrs["seed"] for t in reps.trials) == [10_000, 10_000, 10_001, 10_001]
+    assert sorted(t.user_attrs["seed"] for t in reps.trials) == [2**31, 2**31, 2**31 + 1, 2**31 + 1]
     assert {t.state for t in reps.trials} == {TrialState.COMPLETE}
     # No replicate seed is a search seed: the search's trials keep their own.
     assert [t.user_attrs["seed"] for t in search.trials] == [0, 1, 2]

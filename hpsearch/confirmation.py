@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import notes, replicates
 from hpsearch.errors import UsageError
-from hpsearch.progress import format_spread, format_table, format_value
+from hpsearch.progress import format_spread, format_table, format_value, plural
 from hpsearch.spec import StudySpec
 
 ATTR = "confirmation"
@@ -66,7 +66,7 @@ def confirm(
     out = out or sys.stdout
     spec = cfg.spec
     configs = [replicates.of_trial(spec, t, epochs, replicates.data_tag(cfg)) for t in trials]
-    result = replicates.train(cfg, configs, seeds, argv, keep_weights=True)
+    result = replicates.train(cfg, configs, seeds, argv, keep_weights=True, out=out)
     rows = {row["trial"]: row for row in study.user_attrs.get(ATTR, {}).get("rows", [])}
     for trial, config in zip(trials, configs, strict=True):
         summary = result[config.id]
@@ -121,7 +121,8 @@ def table(confirmation: dict, asked: list[int] | None = None) -> str:
     pick = max if confirmation["direction"] == "maximize" else min
     single = pick(confirmation["rows"], key=lambda r: r["value"])
     line = (
-        f"confirmed best: trial {best['trial']}, {confirmation['metric']} {format_spread(best)} over {best['n']} seeds"
+        f"confirmed best: trial {best['trial']}, {confirmation['metric']} {format_spread(best)} "
+        f"over {plural(best['n'], 'seed')}"
     )
     if single["trial"] != best["trial"]:
         line += f" (the best single run was trial {single['trial']}, {single['value']:.4f})"
