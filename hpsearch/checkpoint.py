@@ -11,14 +11,15 @@ and dicts, so it loads with ``torch.load(..., weights_only=True)`` (no pickled c
     task, noise_sigma, dataset, metric what it was trained for
     normalization {"mean": [...], "std": [...]}, applied to [0, 1] pixels
     classes       class names, by label
-    study_file    {"path", "sha256"} of the study file, imported to rebuild a model it registers
+    study_file    {"path", "sha256"} of the study file, imported to rebuild a model, or to
+                  read the test split of a dataset, that it registers
     metrics       {"val_...": value, "test_...": value or None}
     versions      torch, torchvision, optuna, hpsearch
 
 ``hpsearch.train.build_model(name, kwargs, state_dict=...)`` rebuilds the model with no study
 database; a model that the study file itself registers is rebuilt by importing that file
-first (``rebuild``). The ``.pt2`` program beside it needs no model code at all
-(``hpsearch.program``).
+first (``rebuild``), and a dataset that it registers is found the same way (``dataset``).
+The ``.pt2`` program beside it needs no model code at all (``hpsearch.program``).
 """
 
 from __future__ import annotations
@@ -227,7 +228,8 @@ def rebuild(checkpoint: dict[str, Any], study_file: Path | None = None, out=None
     checkpoint names. A file changed since the export is said in one line on ``out``."""
     spec = checkpoint["model"]
     if spec.get("name") not in models.names():
-        _import_study_file(checkpoint, study_file, out or sys.stderr)
+        what = f"checkpoint model {spec.get('name')!r}"
+        _import_study_file(checkpoint, study_file, out or sys.stderr, what, _OR_PROGRAM)
     try:
         model = build_model(spec["name"], spec["kwargs"], state_dict=checkpoint["state_dict"])
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
@@ -238,23 +240,45 @@ def rebuild(checkpoint: dict[str, Any], study_file: Path | None = None, out=None
     return model.eval()
 
 
-def _import_study_file(checkpoint: dict[str, Any], given: Path | None, out) -> None:
+def dataset(checkpoint: dict[str, Any], study_file: Path | None = None, out=None) -> datasets.DatasetInfo:
+    """The checkpoint's dataset (or a program's: its metadata is a checkpoint's): a packaged
+    one, or, for a dataset that the study file registers, the one registered by importing
+    that file, as ``rebuild`` imports it (``study_file`` where it has moved)."""
+    name = checkpoint["dataset"]
+    if name not in datasets.DATASETS:
+        _import_study_file(checkpoint, study_file, out or sys.stderr, f"dataset {name!r}")
+        if name not in datasets.DATASETS:
+            path = study_file or (checkpoint.get("study_file") or {}).get("path")
+            raise UsageError(
+                f"the study file {path} registers no dataset {name!r}: give the study file that does with --study PATH"
+            )
+    return datasets.DATASETS[name]
+
+
+# Where a checkpoint's model cannot be rebuilt, the program beside it still scores.
+_OR_PROGRAM = ", or score the .pt2 program written beside the checkpoint"
+
+
+def _import_study_file(checkpoint: dict[str, Any], given: Path | None, out, what: str, alternative: str = "") -> None:
+    """Import the study file that registers ``what`` (the model, or the dataset, of the
+    checkpoint): ``given``, else the path the checkpoint names. UsageError (one line) where
+    there is none, ending with the ``alternative`` to it."""
     from hpsearch import registry
 
-    name, named = checkpoint["model"].get("name"), checkpoint.get("study_file") or {}
+    named = checkpoint.get("study_file") or {}
     path = Path(given or named.get("path") or "")
     if not named and given is None:
         raise UsageError(
-            f"checkpoint model {name!r} is not one of hpsearch's and the checkpoint names no study file; give it "
-            "with --study PATH, or score the .pt2 program written beside the checkpoint"
+            f"{what} is not one of hpsearch's and the checkpoint names no study file; give it with --study PATH"
+            + alternative
         )
     if not path.is_file():
         raise UsageError(
-            f"checkpoint model {name!r} is registered by the study file {path}, which is not there: give its new "
-            "place with --study PATH, or score the .pt2 program written beside the checkpoint"
+            f"{what} is registered by the study file {path}, which is not there: give its new place with "
+            "--study PATH" + alternative
         )
     if named.get("sha256") and file_hash(path) != named["sha256"]:
-        print(f"note: the study file {path} changed since the export; the model is rebuilt from it as it is", file=out)
+        print(f"note: the study file {path} changed since the export; it is imported as it is", file=out)
     registry.get(str(path))
 
 

@@ -14,9 +14,8 @@ import torch
 from optuna.trial import TrialState
 
 from hpsearch import checkpoint as ckpt
-from hpsearch import confirmation as confirmations
+from hpsearch import confirm, program, registry, tasks, weights
 from hpsearch import data as datasets
-from hpsearch import program, registry, tasks, weights
 from hpsearch.errors import UsageError, first_line
 from hpsearch.progress import format_spread
 from hpsearch.readers.fashion_csv import read_csv
@@ -102,7 +101,7 @@ def export(
     """
     device = torch.device(device)
     out_stream = stdout or sys.stdout
-    confirmation = confirmations.stored(study) if trial_number is None else None
+    confirmation = confirm.stored(study) if trial_number is None else None
     if confirmation is not None:
         trial_number = confirmation["best"]
         row = next(r for r in confirmation["rows"] if r["trial"] == trial_number)
@@ -141,9 +140,7 @@ def export(
     if score_root is not None:
         test = datasets.read(spec.dataset, "test", score_root)
         checkpoint["metrics"][test_metric] = ckpt.score(checkpoint, ckpt.rebuild(checkpoint), test, device)[0]
-        confirmed = next(
-            (r for r in (confirmations.stored(study) or {}).get("rows", []) if r["trial"] == trial.number), None
-        )
+        confirmed = next((r for r in (confirm.stored(study) or {}).get("rows", []) if r["trial"] == trial.number), None)
         seeds = _score_replicates(spec, study.study_name, storage, store, trial, confirmed, checkpoint, test, device)
         if seeds is not None:
             checkpoint["seeds"] = seeds
@@ -167,6 +164,9 @@ def _write_program(checkpoint: dict, path: Path, out: TextIO) -> None:
     """The torch.export program beside the checkpoint; a model torch.export cannot trace
     costs only the program, said in one line."""
     shape = datasets.DATASETS[checkpoint["dataset"]].image_shape
+    if shape is None:
+        print(f"no {path}: dataset {checkpoint['dataset']} declares no image_shape, the program's input", file=out)
+        return
     try:
         program.write(ckpt.rebuild(checkpoint), checkpoint, torch.rand(2, *shape), path)
     except Exception as exc:  # torch.export's failures are many kinds of exception
@@ -215,16 +215,19 @@ def evaluate(
 ) -> float:
     """Score the checkpoint at ``path`` (or the ``.pt2`` program beside it) on its dataset's
     official test split (or on a CSV of the fashion-resnet form) and print the metric and a
-    per-class table. ``study_file``: where the study file that registers the checkpoint's
-    model is now, when it has moved."""
+    per-class table. A model or a dataset that the study file registers is found by
+    importing that file, for a program too (``checkpoint.dataset``); ``study_file``: where
+    that file is now, when it has moved."""
     out = stdout or sys.stdout
     if Path(path).suffix == ".pt2":
         model, checkpoint = program.load(path)
     else:
         checkpoint = ckpt.load(path)
         model = ckpt.rebuild(checkpoint, study_file, out)
+    # A dataset of the study file's own is read by the reader that file registers.
+    info = ckpt.dataset(checkpoint, study_file, out)
     if csv is not None:
-        if datasets.DATASETS[checkpoint["dataset"]].image_shape != (1, 28, 28):
+        if info.image_shape != (1, 28, 28):
             raise UsageError(
                 f"--csv holds 1x28x28 images, but {path} was trained on {checkpoint['dataset']}: use --data-dir"
             )

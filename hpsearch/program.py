@@ -3,7 +3,10 @@
 ``export`` writes it beside the checkpoint: the model in eval mode, fp32, on the CPU,
 traced with a dynamic batch dimension, and the checkpoint's metadata (everything but the
 weights, as JSON) in the archive's extra file ``hpsearch.json``. ``hpsearch evaluate
-FILE.pt2`` scores it through the same ``checkpoint.score`` as a checkpoint.
+FILE.pt2`` scores it through the same ``checkpoint.score`` as a checkpoint: the metadata
+carries the normalisation, classes and task, and names the study file; only a dataset that
+the study file registers (its reader is code) makes ``evaluate`` import that file, as for a
+checkpoint (``checkpoint.dataset``). A program of a packaged dataset runs no study code.
 
 Safe to load: ``torch.export.load`` unpickles a payload that its archive marks as pickled
 (weights, constants, custom objects), and falls back to a full unpickle for sample inputs
