@@ -14,8 +14,9 @@ import torch
 from optuna.trial import TrialState
 
 from hpsearch import checkpoint as ckpt
-from hpsearch import confirm, program, registry, tasks, weights
+from hpsearch import confirmation as confirmations
 from hpsearch import data as datasets
+from hpsearch import program, registry, tasks, weights
 from hpsearch.errors import UsageError, first_line
 from hpsearch.progress import format_spread
 from hpsearch.readers.fashion_csv import read_csv
@@ -101,7 +102,7 @@ def export(
     """
     device = torch.device(device)
     out_stream = stdout or sys.stdout
-    confirmation = confirm.stored(study) if trial_number is None else None
+    confirmation = confirmations.stored(study) if trial_number is None else None
     if confirmation is not None:
         trial_number = confirmation["best"]
         row = next(r for r in confirmation["rows"] if r["trial"] == trial_number)
@@ -140,7 +141,9 @@ def export(
     if score_root is not None:
         test = datasets.read(spec.dataset, "test", score_root)
         checkpoint["metrics"][test_metric] = ckpt.score(checkpoint, ckpt.rebuild(checkpoint), test, device)[0]
-        confirmed = next((r for r in (confirm.stored(study) or {}).get("rows", []) if r["trial"] == trial.number), None)
+        confirmed = next(
+            (r for r in (confirmations.stored(study) or {}).get("rows", []) if r["trial"] == trial.number), None
+        )
         seeds = _score_replicates(spec, study.study_name, storage, store, trial, confirmed, checkpoint, test, device)
         if seeds is not None:
             checkpoint["seeds"] = seeds
