@@ -7,13 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
+import torch
 from invoke import hpsearch
 from optuna.trial import TrialState
 from synthetic import write_cifar10_pickles, write_fashion_csv, write_flowers102, write_mnist
 
-from hpsearch import registry
+from hpsearch import data, registry
 from hpsearch.cli import main
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
@@ -76,7 +78,7 @@ def test_fashion_resnet_csv_with_a_bad_row_exits_2_naming_the_line(tmp_path, cap
     )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "line 5" in err and "784" in err
-    assert not db.exists()
+    assert not db.exists() or optuna.get_all_study_names(f"sqlite:///{db}") == []  # no study is stored
 
 
 def test_cifar10_mlp_on_the_python_pickles(tmp_path, without_md5_checks):
@@ -154,9 +156,31 @@ def test_every_searched_parameter_reaches_the_model_or_the_training(name):
 WRITING_A_STUDY = Path(__file__).resolve().parents[1] / "docs" / "writing-a-study.md"
 
 
+def _python_blocks() -> list[str]:
+    """The Python blocks of docs/writing-a-study.md in order, so that its examples are run as written."""
+    return [block.split("```", 1)[0] for block in WRITING_A_STUDY.read_text().split("```python\n")[1:]]
+
+
 def _readme_study() -> str:
-    """The example study file of docs/writing-a-study.md, so that the example is run."""
-    return WRITING_A_STUDY.read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    """The example study file of docs/writing-a-study.md, with a model of its own."""
+    return _python_blocks()[0]
+
+
+def _evaluate_in(folder, *args):
+    """``hpsearch evaluate ARGS`` in a fresh process run in ``folder``: nothing of the test's
+    own process (a study file imported, a dataset registered) is there."""
+    return subprocess.run(
+        [sys.executable, "-m", "hpsearch", "evaluate", *map(str, args)],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _accuracy_line(proc) -> str:
+    assert proc.returncode == 0, proc.stderr
+    return next(line for line in proc.stdout.splitlines() if line.startswith("test_accuracy"))
 
 
 def _evaluate_elsewhere(tmp_path, data_root):
@@ -166,20 +190,12 @@ def _evaluate_elsewhere(tmp_path, data_root):
     elsewhere.mkdir()
 
     def evaluate(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "hpsearch", "evaluate", *map(str, args), "--data-dir", str(data_root)],
-            cwd=elsewhere,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        return _evaluate_in(elsewhere, *args, "--data-dir", data_root)
 
     first = evaluate(tmp_path / "best.pt")
-    assert first.returncode == 0 and "sparse_fc from trial" in first.stdout, first.stderr
-    accuracy = next(line for line in first.stdout.splitlines() if line.startswith("test_accuracy"))
-    program = evaluate(tmp_path / "best.pt2")
-    assert program.returncode == 0, program.stderr
-    assert next(line for line in program.stdout.splitlines() if line.startswith("test_accuracy")) == accuracy
+    accuracy = _accuracy_line(first)
+    assert "sparse_fc from trial" in first.stdout
+    assert _accuracy_line(evaluate(tmp_path / "best.pt2")) == accuracy
 
     moved = tmp_path / "moved" / "my_study.py"
     moved.parent.mkdir()
@@ -245,3 +261,39 @@ def test_a_bad_study_file_is_one_line_and_exit_2(text, words, tmp_path, capsys):
         assert len(err.splitlines()) == 1 and "Traceback" not in err, err
         assert err.startswith("hpsearch: error: ") and words in err, err
         assert not db.exists()
+
+
+def test_the_dataset_example_runs_as_written_and_its_program_evaluates_anywhere(tmp_path, monkeypatch):
+    study_file, make_data = _python_blocks()[1:3]
+    assert 'dataset="digits8"' in study_file and "np.savez" in make_data  # the blocks this test means
+    (tmp_path / "digits8_study.py").write_text(study_file)
+    (tmp_path / "make_digits8.py").write_text(make_data)
+    subprocess.run([sys.executable, "make_digits8.py"], cwd=tmp_path, check=True, timeout=60)
+    # The mean and std the example declares are its data's, as the doc says.
+    pixels = torch.from_numpy(np.load(tmp_path / "data" / "digits8" / "train.npz")["images"]).float().div(255)
+    registry.get(str(tmp_path / "digits8_study.py"))  # imports the file, which registers digits8
+    info = data.DATASETS["digits8"]
+    assert info.mean == pytest.approx((float(pixels.mean()),), abs=1e-4)
+    assert info.std == pytest.approx((float(pixels.std()),), abs=1e-4)
+
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert hpsearch("run digits8_study.py --trials 2 --epochs 1 --seed 0 --data-dir data --storage", url) == 0
+    assert hpsearch("export digits8_study.py --out digits.pt --data-dir data --storage", url) == 0
+    assert (tmp_path / "digits.pt2").is_file()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    data_dir = ("--data-dir", tmp_path / "data")
+    accuracy = _accuracy_line(_evaluate_in(elsewhere, tmp_path / "digits.pt", *data_dir))
+    assert accuracy.endswith("on 300 images (digits8 test split in " + str(tmp_path / "data") + ")")
+    assert _accuracy_line(_evaluate_in(elsewhere, tmp_path / "digits.pt2", *data_dir)) == accuracy
+
+    moved = tmp_path / "moved" / "digits8_study.py"
+    moved.parent.mkdir()
+    (tmp_path / "digits8_study.py").rename(moved)
+    gone = _evaluate_in(elsewhere, tmp_path / "digits.pt2", *data_dir)
+    assert gone.returncode == 2 and gone.stdout == "" and len(gone.stderr.strip().splitlines()) == 1, gone.stderr
+    assert "dataset 'digits8' is registered by the study file" in gone.stderr
+    assert "which is not there: give its new place with --study PATH" in gone.stderr
+    assert _accuracy_line(_evaluate_in(elsewhere, tmp_path / "digits.pt2", *data_dir, "--study", moved)) == accuracy
