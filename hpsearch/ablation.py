@@ -93,7 +93,7 @@ def endpoints(spec: StudySpec, study: optuna.Study, to: int | None, out: TextIO)
     """The baseline trial and the target: ``to``, else the confirmed best, else the best
     single trial (said). One line, exit 2, where there is nothing to ablate."""
     from hpsearch.confirmation import stored as stored_confirmation
-    from hpsearch.export import pick_trial
+    from hpsearch.exporting import pick_trial
 
     baseline = baseline_trial(study)
     if baseline is None:

@@ -133,8 +133,7 @@ def export(
     """Write the checkpoint of the confirmed best trial (else the best single trial, or
     ``trial``) to ``out``, and its ``.pt2`` program beside it, as ``hpsearch export`` does;
     with ``score``, also score it on the official test split. Returns the checkpoint's path."""
-    from hpsearch import export as exporting
-    from hpsearch import locations, runner
+    from hpsearch import exporting, locations, runner
     from hpsearch import storage as storages
     from hpsearch.study import open_study
 

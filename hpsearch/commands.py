@@ -215,7 +215,7 @@ def _alternatives(words: list[str]) -> str:
 
 
 def cmd_export(args) -> None:
-    from hpsearch import data, export, locations, registry, runner, storage
+    from hpsearch import data, exporting, locations, registry, runner, storage
     from hpsearch.study import open_study
 
     spec = registry.get(args.study)
@@ -233,7 +233,7 @@ def cmd_export(args) -> None:
             train_csv=Path(args.train_csv) if args.train_csv else None,
             standardize=spec.standardize,
         )
-    export.export(
+    exporting.export(
         spec,
         study,
         out=Path(args.out),
@@ -247,9 +247,9 @@ def cmd_export(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from hpsearch import export, locations, runner
+    from hpsearch import exporting, locations, runner
 
-    export.evaluate(
+    exporting.evaluate(
         Path(args.checkpoint),
         root=locations.data_dir(args.data_dir),
         csv=Path(args.csv) if args.csv else None,

@@ -161,6 +161,15 @@ def check(url: str) -> None:
             raise UsageError(_unwritable(db_file)) from None
 
 
+def storage_absent(url: str) -> bool:
+    """Whether ``url`` is an SQLite file that does not exist (opening it would create it)."""
+    try:
+        db_file = _sqlite_file(make_url(url))
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return False
+    return db_file is not None and not db_file.exists()
+
+
 def _unknown_database(url: str, drivername: str) -> str:
     return (
         f"storage URL {mask(url)!r} names no database SQLAlchemy knows ({drivername!r}): use sqlite:///FILE or "

@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch import space
 from hpsearch.errors import UsageError
 from hpsearch.spec import StudySpec
-from hpsearch.storage import HEARTBEAT_SECONDS, mask, open_storage
+from hpsearch.storage import HEARTBEAT_SECONDS, mask, open_storage, storage_absent
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # The study's user attribute naming the study file that made it: written last by the process
@@ -47,6 +47,11 @@ def open_study(
     ``on_create(study)`` runs once per study, in the one process that created it, before any
     other process opening it with ``create`` goes on: what it enqueues is trial 0, once, however
     many workers start together."""
+    if not create and storage_absent(storage_url):  # reading makes no database file
+        raise UsageError(
+            f"no study {study_name!r} in {mask(storage_url)} (no such file); start one with 'hpsearch run "
+            f"{run_as or spec.name}'"
+        )
     storage = open_storage(storage_url, heartbeat)
     made_here = False
     try:

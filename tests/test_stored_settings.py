@@ -15,7 +15,7 @@ import optuna
 import pytest
 from invoke import hpsearch
 from optuna.trial import TrialState
-from processes import interruptible
+from processes import interruptible, wait_until_training
 
 from hpsearch import registry, replicates, runner
 from hpsearch.objective import SEARCH_SEEDS
@@ -118,13 +118,7 @@ def test_a_retried_search_trial_trains_for_the_runs_epochs(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # trial 1 mid-training: one epoch of two reported
-        trials = load(url).trials if _study_exists(url) else []
-        if len(trials) > 1 and trials[1].state == TrialState.RUNNING and trials[1].intermediate_values:
-            break
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
+    wait_until_training(url, "noisy", 1, proc)  # trial 1 mid-training: one epoch reported
     proc.send_signal(subprocess.signal.SIGINT)
     assert proc.wait(timeout=60) == 130, proc.stderr.read()
     interrupted = load(url).trials[1]
@@ -137,10 +131,6 @@ def test_a_retried_search_trial_trains_for_the_runs_epochs(tmp_path):
     assert retried.state == TrialState.COMPLETE
     assert retried.user_attrs["epochs"] == 1 and list(retried.intermediate_values) == [1]
     assert "trial 2 epoch 1/1:" in done.stdout and "epoch 2/" not in done.stdout
-
-
-def _study_exists(url) -> bool:
-    return bool(optuna.get_all_study_summaries(url))
 
 
 def one_line_error(capsys) -> str:
