@@ -3,23 +3,28 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TRIALS ?= 200
-DATA_DIR ?= $(if $(HPSEARCH_DATA_DIR),$(HPSEARCH_DATA_DIR),$(wildcard ../shared/data))
 
-.PHONY: setup run test lint bench gpu-bundle gpu-check clean
+.PHONY: setup data run test lint bench gpu-bundle gpu-check clean
 
 $(BIN)/hpsearch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-setup: $(BIN)/hpsearch
+setup: $(BIN)/hpsearch data
+
+# One rule for the data, here and in hpsearch itself: --data-dir, else $HPSEARCH_DATA_DIR, else
+# ./data. A checkout beside ../shared gets ./data as a link to ../shared/data, once.
+data:
+	@if [ -z "$$HPSEARCH_DATA_DIR" ] && [ ! -e data ] && [ -d ../shared/data ]; then \
+		ln -s ../shared/data data && echo "linked ./data -> ../shared/data"; fi
 
 # The main job: the fashion-lenet search on the default SQLite storage (./hpsearch.db).
 run: setup
-	$(BIN)/hpsearch run fashion-lenet --trials $(TRIALS) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+	$(BIN)/hpsearch run fashion-lenet --trials $(TRIALS)
 
 test: setup
-	HPSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/python -m pytest
+	$(BIN)/python -m pytest
 
 # ruff's lint and format checks, configured in pyproject.toml (CI runs them before the tests).
 lint: setup
@@ -27,7 +32,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 bench: setup
-	HPSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/lenet_epoch.py
+	$(BIN)/python benchmarks/lenet_epoch.py
 
 # The GPU machine has no registry and gets only the working tree: `make gpu-bundle` (here, beside
 # ../shared) copies the wheels it lacks and Fashion-MNIST into .device/; there, with .device

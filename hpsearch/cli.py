@@ -75,15 +75,17 @@ class _HelpWithStudy(argparse.Action):
         parser.exit()
 
 
-def _storage_options(p: argparse.ArgumentParser, artifacts: bool = False) -> None:
+def _storage_options(
+    p: argparse.ArgumentParser,
+    artifacts: bool = False,
+    study_name: str = "name of the study in the storage (default: the study's own name)",
+) -> None:
     p.add_argument(
         "--storage",
         metavar="URL",
         help="SQLAlchemy URL of the study database (default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db)",
     )
-    p.add_argument(
-        "--study-name", metavar="NAME", help="name of the study in the storage (default: the study's own name)"
-    )
+    p.add_argument("--study-name", metavar="NAME", help=study_name)
     if artifacts:
         p.add_argument(
             "--artifacts",
@@ -256,11 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the registered studies, or one study's parameters",
         description="Without STUDY: one line per packaged study. With STUDY: its search space (each "
         "parameter's range or choices, log scale, baseline value and the choices it depends on) "
-        "and its fixed training settings.",
+        "and the training settings it fixes, where it fixes any.",
     )
     listing.add_argument("study", metavar="STUDY", nargs="?", help=STUDY_HELP)
 
-    show = sub.add_parser("show", help="trial counts, best value and top trials of a stored study")
+    show = sub.add_parser(
+        "show",
+        help="trial counts, best value and top trials of a stored study",
+        description="Print the stored study's trials by state, its best value and parameters, and a table of "
+        "its best complete trials (value, epochs, seconds, parameters). Reads only.",
+    )
     show.add_argument("study", metavar="STUDY", help=STUDY_HELP)
     _storage_options(show)
     show.add_argument(
@@ -275,7 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("study", metavar="STUDY", help=STUDY_HELP)
     export.add_argument("--out", required=True, metavar="PATH", help="checkpoint file to write")
-    export.add_argument("--trial", type=int, metavar="N", help="trial number (default: the best trial)")
+    export.add_argument(
+        "--trial",
+        type=int,
+        metavar="N",
+        help="trial number (default: the confirmed best of 'hpsearch confirm', else the best single trial)",
+    )
     export.add_argument(
         "--retrain",
         action="store_true",
@@ -308,7 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve optuna-dashboard on the study storage and its trial weights",
         description="Run optuna-dashboard on the same storage and artifact store as 'hpsearch run'.",
     )
-    _storage_options(dashboard, artifacts=True)
+    _storage_options(
+        dashboard,
+        artifacts=True,
+        study_name="the study whose page the printed URL opens (default: the list of every study)",
+    )
     dashboard.add_argument(
         "--host",
         default="127.0.0.1",
@@ -316,7 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dashboard.add_argument("--port", type=_positive_int, default=8080, help="port (default: 8080)")
 
-    report = sub.add_parser("report", help="one self-contained HTML page of plotly figures for a study")
+    report = sub.add_parser(
+        "report",
+        help="one self-contained HTML page of plotly figures for a study",
+        description="Write one HTML page (plotly included, no network needed to view it) of the study's "
+        "optuna.visualization figures: history, learning curves, parameter importances, parallel coordinates, "
+        "slices, and the confirmation and ablation where 'confirm' and 'ablate' stored them.",
+    )
     report.add_argument("study", metavar="STUDY", help=STUDY_HELP)
     report.add_argument("--out", required=True, metavar="PATH", help="HTML file to write")
     _storage_options(report)

@@ -5,6 +5,8 @@ import pytest
 from pgserver import Unavailable, throwaway_postgres
 from synthetic import write_fashion_mnist
 
+from hpsearch import locations
+
 # --- The training device: HPSEARCH_TEST_DEVICE=cpu (default) or cuda -----------------------
 #
 # Tests train through `--device auto` (the CLI's default, in this process and in the
@@ -68,11 +70,12 @@ def fashion_root(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def real_data_dir() -> Path:
-    """The real datasets (HPSEARCH_DATA_DIR), or a skip that says why."""
-    root = os.environ.get("HPSEARCH_DATA_DIR")
-    if not root or not (Path(root) / "FashionMNIST" / "raw").is_dir():
-        pytest.skip("real data absent: set HPSEARCH_DATA_DIR to a folder with FashionMNIST/raw (CI: ../shared/data)")
-    return Path(root)
+    """The real datasets where hpsearch looks for them ($HPSEARCH_DATA_DIR, else ./data), or
+    a skip that says why."""
+    root = locations.data_dir()
+    if not (root / "FashionMNIST" / "raw").is_dir():
+        pytest.skip(f"real data absent: no FashionMNIST/raw in {root} (set HPSEARCH_DATA_DIR; CI: ../shared/data)")
+    return root
 
 
 @pytest.fixture

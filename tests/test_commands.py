@@ -227,3 +227,45 @@ def test_a_reader_that_went_away_ends_the_command_quietly(command, tmp_path):
         os.close(write_end)
     assert proc.stderr == ""
     assert proc.returncode == 141  # what a shell reports for a tool that SIGPIPE ended
+
+
+def _help(command: str, capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())  # argparse's wrapping undone
+
+
+def test_every_command_describes_itself_and_its_defaults_truly(capsys):
+    for command in ("show", "report", "create"):
+        text = _help(command, capsys)
+        usage_end = text.index("options:") if "options:" in text else len(text)
+        description = text[text.index("STUDY") + len("STUDY") : usage_end].strip()
+        assert len(description) > 60, (command, description)  # a sentence, not the usage alone
+    assert "(default: the confirmed best of 'hpsearch confirm', else the best single trial)" in _help("export", capsys)
+    assert "the training settings it fixes, where it fixes any" in _help("list", capsys)
+    dashboard = _help("dashboard", capsys)
+    assert "--study-name NAME the study whose page the printed URL opens (default: the list of every study)" in (
+        dashboard
+    )
+
+
+def test_make_and_hpsearch_read_the_data_from_one_place(tmp_path):
+    """`make` passes no data folder of its own: it links ./data, where hpsearch looks, to
+    ../shared/data in a checkout beside it, and leaves ./data alone when it exists or
+    $HPSEARCH_DATA_DIR names another folder."""
+    checkout, shared = tmp_path / "checkout", tmp_path / "shared" / "data"
+    checkout.mkdir()
+    shared.mkdir(parents=True)
+    shutil.copy(REPO / "Makefile", checkout)
+    (checkout / "pyproject.toml").touch()
+    env = {k: v for k, v in os.environ.items() if k not in ("HPSEARCH_DATA_DIR", "MAKEFLAGS")}
+    dry_run = subprocess.run(["make", "-n", "run"], cwd=checkout, env=env, capture_output=True, text=True)
+    (search,) = [line for line in dry_run.stdout.splitlines() if " run fashion-lenet " in line]
+    assert search.endswith("hpsearch run fashion-lenet --trials 200") and "--data-dir" not in search
+    subprocess.run(["make", "-s", "data"], cwd=checkout, env=env, check=True, capture_output=True)
+    assert (checkout / "data").is_symlink() and (checkout / "data").resolve() == shared.resolve()
+    subprocess.run(["make", "-s", "data"], cwd=checkout, env=env, check=True, capture_output=True)  # again: kept
+    (checkout / "data").unlink()
+    env["HPSEARCH_DATA_DIR"] = str(tmp_path / "elsewhere")
+    subprocess.run(["make", "-s", "data"], cwd=checkout, env=env, check=True, capture_output=True)
+    assert not (checkout / "data").exists()

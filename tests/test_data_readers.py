@@ -311,7 +311,7 @@ def real_cache_dir(tmp_path_factory) -> Path:
 def test_real_flowers102_and_cifar10_jpeg(real_cache_dir, monkeypatch):
     """Slow the first time: decodes 60,000 CIFAR-10 JPEGs (~20 s on 2 cores) and 8,189
     flowers (~7 s) into the decoded cache; later runs with the same cache read it back."""
-    root = Path(os.environ.get("HPSEARCH_DATA_DIR") or "/nonexistent")
+    root = locations.data_dir()
     if not ((root / "flowers-102").is_dir() and (root / "cifar10-jpeg").is_dir()):
         pytest.skip("real data absent: set HPSEARCH_DATA_DIR to a folder with flowers-102/ and cifar10-jpeg/")
     monkeypatch.setenv("HPSEARCH_CACHE_DIR", str(real_cache_dir))

@@ -4,6 +4,7 @@ study file that made it, trial 0 queued once however many workers start together
 replicate seed that a search trial can have."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -252,3 +253,13 @@ def test_create_makes_the_study_with_its_baseline_and_nothing_else(tmp_path, cap
     assert "was made by the study 'noisy'" in one_line_error(capsys)
     assert hpsearch(f"run {NOISY} --trials 1 --pruner none --storage", url) == 0  # the queued baseline runs
     assert [(t.number, t.state, t.params["c"]) for t in load(url).trials] == [(0, TrialState.COMPLETE, True)]
+
+
+def test_one_seed_and_one_epoch_are_said_in_the_singular(two_trials, capsys):
+    url = two_trials
+    capsys.readouterr()
+    assert hpsearch(f"confirm {NOISY} --trial 1 --seeds 1 --epochs 1 --storage", url) == 0
+    assert hpsearch(f"ablate {NOISY} --method leave-one-out --seeds 1 --epochs 1 --to 1 --storage", url) == 0
+    out = capsys.readouterr().out
+    assert "over 1 seed" in out and "(1 seed each)" in out and "of 1 epoch " in out, out
+    assert not re.search(r"\b1 (seeds|epochs|trainings)\b", out), out
