@@ -269,3 +269,11 @@ def test_make_and_hpsearch_read_the_data_from_one_place(tmp_path):
     env["HPSEARCH_DATA_DIR"] = str(tmp_path / "elsewhere")
     subprocess.run(["make", "-s", "data"], cwd=checkout, env=env, check=True, capture_output=True)
     assert not (checkout / "data").exists()
+
+
+def test_what_a_run_writes_in_the_checkout_is_ignored_by_git():
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    written = ["hpsearch.db", "hpsearch-artifacts/fashion-lenet/weights.pt", "data"]
+    ignored = subprocess.run(["git", "check-ignore", *written], cwd=REPO, capture_output=True, text=True)
+    assert ignored.stdout.split() == written
