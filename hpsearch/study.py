@@ -75,6 +75,8 @@ def open_study(
         if on_create is not None and (made_here or not study.get_trials(deepcopy=False)):
             on_create(study)
         _sign(study, spec)
+    elif create and SPACE not in study.user_attrs:  # a study made before the space was stored
+        study.set_user_attr(SPACE, space_signature(spec))
     if create and study.metric_names != [spec.metric]:  # studies made before the name was set get it too
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
