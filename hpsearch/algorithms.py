@@ -9,13 +9,16 @@ from typing import Any
 import optuna
 from optuna import pruners, samplers
 
-# name -> the sampler, given the run's seed (None: unseeded).
+from hpsearch.prior import BaselinePriorSampler
+
+# name -> the sampler, given the run's seed (None: unseeded) and the study's baseline.
 SAMPLERS = {
-    "tpe": lambda seed: samplers.TPESampler(seed=seed),
-    "random": lambda seed: samplers.RandomSampler(seed=seed),
-    "cmaes": lambda seed: samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
-    "gp": lambda seed: samplers.GPSampler(seed=seed),
-    "qmc": lambda seed: samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
+    "tpe": lambda seed, baseline: samplers.TPESampler(seed=seed),
+    "prior": lambda seed, baseline: BaselinePriorSampler(baseline, seed=seed),
+    "random": lambda seed, baseline: samplers.RandomSampler(seed=seed),
+    "cmaes": lambda seed, baseline: samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+    "gp": lambda seed, baseline: samplers.GPSampler(seed=seed),
+    "qmc": lambda seed, baseline: samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
 }
 # name -> the pruner, sized for trials of at most ``max_epochs`` epochs.
 PRUNERS = {
@@ -32,14 +35,15 @@ DEFAULT_SAMPLER = "tpe"
 DEFAULT_PRUNER = "hyperband"
 
 
-def make_sampler(name: str, seed: int | None, fixed: dict[str, Any] | None = None) -> samplers.BaseSampler:
-    """The sampler ``name``; parameters in ``fixed`` are pinned (``--set``)."""
-    base = SAMPLERS[name](seed)
-    if not fixed:
-        return base
-    with warnings.catch_warnings():  # experimental since Optuna 2.4; a warning per run says nothing new
+def make_sampler(
+    name: str, seed: int | None, fixed: dict[str, Any] | None = None, baseline: dict[str, Any] | None = None
+) -> samplers.BaseSampler:
+    """The sampler ``name`` (``prior`` draws around ``baseline``, the study's); parameters in
+    ``fixed`` are pinned (``--set``)."""
+    with warnings.catch_warnings():  # experimental features of Optuna's; a warning per run says nothing new
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return samplers.PartialFixedSampler(fixed, base)
+        base = SAMPLERS[name](seed, {**(baseline or {}), **(fixed or {})})
+        return samplers.PartialFixedSampler(fixed, base) if fixed else base
 
 
 def make_pruner(name: str, max_epochs: int) -> pruners.BasePruner:

@@ -98,7 +98,7 @@ def prepare(cfg: RunConfig, device: str | None = None) -> tuple[Trainer, optuna.
         cfg.storage_url,
         cfg.study_name,
         create=True,
-        sampler=make_sampler(cfg.sampler, seed, cfg.fixed),
+        sampler=make_sampler(cfg.sampler, seed, cfg.fixed, cfg.spec.baseline),
         pruner=make_pruner(cfg.pruner, cfg.epochs),
         heartbeat=cfg.heartbeat,
         on_create=lambda new: enqueue_baseline(new, cfg.spec, cfg.fixed),
