@@ -2,7 +2,7 @@
 that went into trials ending below a bar (50 % validation accuracy by default), read from
 the storage's own trial timestamps.
 
-    python benchmarks/first_hour.py --storage sqlite:///runs/lenet.db --study fashion-lenet [--minutes 60]
+    python benchmarks/first_hour.py --storage sqlite:///runs/lenet.db --study fashion-lenet [--minutes 60] [--human V]
 
 Time is wall time of a single worker (one trial at a time): each trial's share is the part
 of its start-to-end span inside the window. A trial still running at the window's end
@@ -24,6 +24,11 @@ def main() -> None:
     parser.add_argument("--study", required=True)
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--bar", type=float, default=0.5, help="a trial below this best value learned little")
+    parser.add_argument(
+        "--human",
+        type=float,
+        help="the value to beat (the report's configuration's seed mean + 2 std): when a complete trial first did",
+    )
     args = parser.parse_args()
     trials = optuna.load_study(study_name=args.study, storage=args.storage).get_trials(deepcopy=False)
     started = [t for t in trials if t.datetime_start is not None]
@@ -55,6 +60,17 @@ def main() -> None:
     print(f"finished in the window: {finished} trials, {finished / window:.2f} a minute")
     share = 100 * below / spent
     print(f"time in trials whose best stayed below {args.bar:g}: {below:.0f} s of {spent:.0f} s ({share:.1f} %)")
+    complete = [t for t in started if t.state == TrialState.COMPLETE and t.datetime_complete <= end]
+    best = max((t.value for t in complete), default=None)
+    print("best complete value in the window: " + ("-" if best is None else f"{best:.4f}"))
+    if args.human is not None:
+        beaten = sorted((t.datetime_complete, t.number, t.value) for t in complete if t.value > args.human)
+        if beaten:
+            when, number, value = beaten[0]
+            minutes = (when - t0).total_seconds() / 60
+            print(f"time to beat {args.human:g}: {minutes:.1f} min (trial {number}, {value:.4f})")
+        else:
+            print(f"time to beat {args.human:g}: not in the {window:.0f} minutes")
 
 
 if __name__ == "__main__":
