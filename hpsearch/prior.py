@@ -95,7 +95,7 @@ class BaselinePriorSampler(BaseSampler):
                 prior = (1 - PRIOR_MASS) / k + (PRIOR_MASS if value == center else 0.0)
                 ratios.append(math.log(prior * k))
                 continue
-            scale = math.log if dist.log else float
+            scale = _scale(dist)
             width = scale(dist.high) - scale(dist.low)
             if width <= 0:
                 continue
@@ -146,8 +146,7 @@ class BaselinePriorSampler(BaseSampler):
             if self._rng.uniform() < PRIOR_MASS:
                 return center
             return dist.choices[self._rng.randint(len(dist.choices))]
-        log = dist.log
-        scale = (lambda v: math.log(v)) if log else (lambda v: float(v))
+        scale = _scale(dist)
         low, high, mu = scale(dist.low), scale(dist.high), scale(center)
         sigma = PRIOR_WIDTH * (high - low)
         x = mu
@@ -156,7 +155,7 @@ class BaselinePriorSampler(BaseSampler):
             if low <= x <= high:
                 break
         x = min(max(x, low), high)
-        value = math.exp(x) if log else x
+        value = math.exp(x) if dist.log else x
         if dist.step is not None:  # onto the distribution's grid
             value = dist.low + round((value - dist.low) / dist.step) * dist.step
         value = min(max(value, dist.low), dist.high)
@@ -164,6 +163,11 @@ class BaselinePriorSampler(BaseSampler):
 
 
 _ABSENT = object()
+
+
+def _scale(dist: FloatDistribution | IntDistribution):
+    """The parameter's own scale: log where the space is log."""
+    return math.log if dist.log else float
 
 
 def _holds(dist: BaseDistribution, value: Any) -> bool:

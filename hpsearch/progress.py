@@ -121,7 +121,7 @@ class Progress:
 
     def epoch(self, trial: optuna.Trial, epoch: int, value: float, train_loss: float, seconds: float) -> None:
         self.say(
-            f"  trial {trial.number} epoch {epoch}/{trial.user_attrs.get('epochs', self.cfg.epochs)}: "
+            f"  {self.trial_name(trial.number)} epoch {epoch}/{trial.user_attrs.get('epochs', self.cfg.epochs)}: "
             f"{self.cfg.spec.metric} {value:.4f}  loss {train_loss:.4f}  {seconds:.1f}s",
             "epoch",
         )
@@ -129,7 +129,9 @@ class Progress:
     def batch(self, number: int, what: str, done: int, total: int) -> None:
         """Within a pass of trial ``number``: ``done`` of its ``total`` batches launched
         (``hpsearch.train.OnBatch``). Called for every batch, so all but a due line is one
-        clock read and a comparison."""
+        clock read and a comparison; nothing at all unless this run says its epochs."""
+        if self.detail != "epoch":
+            return
         now = self.clock()
         if done == 0:
             self.pass_started, self.next_tick = now, now + self.tick_seconds
@@ -139,8 +141,6 @@ class Progress:
         self.next_tick = now + self.tick_seconds
         line = f"  {self.trial_name(number)} {what}: {100 * done // total}% of batches, "
         line += format_duration(now - self.pass_started)
-        if self.detail != "epoch":
-            return
         if self.redraw:
             stream = self.out or sys.stdout
             stream.write("\r" + line.ljust(self.drawn))
@@ -150,7 +150,7 @@ class Progress:
             self.say(line, "epoch")
 
     def trial_name(self, number: int) -> str:
-        """Trial ``number`` as the lines of a pass within an epoch name it."""
+        """Trial ``number`` as the lines of its epochs, and of a pass within one, name it."""
         return f"trial {number}"
 
     def pace(self, finished: int) -> tuple[float, float | None]:

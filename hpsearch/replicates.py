@@ -334,7 +334,7 @@ class ReplicateProgress(Progress):
     def __init__(self, cfg, own: frozenset[Key], out: TextIO | None = None):
         super().__init__(cfg, out)
         self.own = own
-        self.names: dict[int, str] = {}  # trial number -> what it replicates, for the lines within an epoch
+        self.names: dict[int, str] = {}  # trial number -> what it replicates, for its epochs' lines
 
     def start(self, trial: optuna.Trial) -> None:
         a = trial.user_attrs
@@ -348,13 +348,6 @@ class ReplicateProgress(Progress):
 
     def trial_name(self, number: int) -> str:
         return self.names.get(number, super().trial_name(number))
-
-    def epoch(self, trial: optuna.Trial, epoch: int, value: float, train_loss: float, seconds: float) -> None:
-        self.say(
-            f"  {_name(trial.user_attrs)} epoch {epoch}/{trial.user_attrs['epochs']}: {self.cfg.spec.metric} "
-            f"{value:.4f}  loss {train_loss:.4f}  {seconds:.1f}s",
-            "epoch",
-        )
 
     def trial_done(self, study: optuna.Study, trial: FrozenTrial) -> None:
         a = trial.user_attrs
