@@ -1,9 +1,9 @@
-"""The rule that stops a trial which has learned nothing, in every Hyperband bracket.
+"""The rule that stops a trial which has learned nothing, whatever the pruner.
 
-Hyperband compares a trial only with the trials of its own bracket, and the first trial to
-reach a rung is promoted, so early in a study nothing stops a trial stuck at chance: on
-Fashion-MNIST one such trial ran all 20 epochs at 0.0999 for 6.8 minutes of a 2-core CPU's
-first hour. "Chance" is the validation metric of a model that learned nothing (the task's
+A pruner compares a trial with others, and the first trial to reach a rung is promoted, so
+early in a study (or in a Hyperband bracket of its own) nothing stops a trial stuck at
+chance: on Fashion-MNIST one such trial ran all 20 epochs at 0.0999 for 6.8 minutes of a
+2-core CPU's first hour under Hyperband. "Chance" is the validation metric of a model that learned nothing (the task's
 ``chance``: 1/classes for accuracy, the MSE of predicting the mean training image for
 denoising). A trial whose best value after ``CHECK_FROM_EPOCH`` epochs is still within
 ``MARGIN`` of the way from chance to a perfect score (accuracy 1, MSE 0) is pruned.

@@ -135,7 +135,7 @@ def cmd_show(args) -> None:
 
     from hpsearch import registry, storage
     from hpsearch.progress import format_table, format_value
-    from hpsearch.study import open_study
+    from hpsearch.study import epochs_trained, open_study
 
     spec = registry.get(args.study)
     url = storage.resolve_url(args.storage)
@@ -161,7 +161,7 @@ def cmd_show(args) -> None:
             (
                 str(t.number),
                 f"{t.value:.4f}",
-                str(len(t.intermediate_values)),
+                str(epochs_trained(t)),
                 seconds,
                 *(format_value(t.params[k]) if k in t.params else "-" for k in keys),
             )

@@ -54,6 +54,13 @@ def write(spec: StudySpec, study: optuna.Study, complete: int | None = None) -> 
         f"- {spec.direction} `{spec.metric}`; baseline (trial 0): {label}\n"
         f"- {importance_caveat(complete)}\n"
     ]
+    per_epoch = baseline.user_attrs.get("images_per_epoch") if baseline else None
+    if per_epoch:
+        parts[0] += (
+            f"- Steps of the intermediate values are training images seen, {per_epoch:,} an epoch: "
+            "trials of every batch size compare after the same work, and the pruner's first rungs "
+            "lie inside the first epoch.\n"
+        )
     if attrs.get("confirmation", {}).get("rows"):
         parts.append(_confirmation(attrs["confirmation"]))
     if attrs.get("ablation"):

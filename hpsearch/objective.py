@@ -19,10 +19,14 @@ from optuna.trial import TrialState
 from optuna_dashboard import save_note
 
 from hpsearch import chance, interrupts
+from hpsearch.algorithms import rung_steps
 from hpsearch.study import FINISHED
 
-# on_epoch(epoch, value, train_loss, seconds): raises optuna.TrialPruned when the trial must stop.
-OnEpoch = Callable[[int, float, float, float], None]
+# on_epoch(epoch, value, train_loss, seconds, images=None): raises optuna.TrialPruned when the
+# trial must stop; ``images``, the training images seen by then, is the step reported (else the epoch).
+OnEpoch = Callable[..., None]
+# on_check(images, value): the same within an epoch, at one of ``TrialContext.checks``.
+OnCheck = Callable[[int, float], None]
 # on_batch(what, done, total): ``done`` of the ``total`` batches of the pass ``what`` (``hpsearch.train``).
 OnBatch = Callable[[str, int, int], None]
 
@@ -32,7 +36,10 @@ class TrialContext:
     """What a trainer gets for one trial, and what it says back for the trial's note.
 
     The trainer trains ``params`` under ``seed`` for ``epochs`` epochs, calls ``on_epoch``
-    after every epoch and may call ``on_batch`` within one; it may set user attributes on
+    after every epoch and may call ``on_batch`` within one. A trainer that counts training
+    images (``images_per_epoch``, ``Trainer``) also takes the validation metric at each of
+    ``checks`` (images seen, the pruner's rungs inside an epoch) and calls ``on_check`` with
+    it; ``checks`` is empty otherwise. It may set user attributes on
     ``trial`` (``model``, ``best_epoch``, ...), ``model_text`` (the model as printed) and
     ``weights_kept``. ``epoch_seconds`` is filled by ``on_epoch``."""
 
@@ -42,6 +49,8 @@ class TrialContext:
     epochs: int
     on_epoch: OnEpoch
     on_batch: OnBatch = lambda what, done, total: None
+    checks: tuple[int, ...] = ()
+    on_check: OnCheck = lambda images, value: None
     model_text: str = ""
     weights_kept: bool = False
     epoch_seconds: list[float] = field(default_factory=list)
@@ -50,10 +59,13 @@ class TrialContext:
 class Trainer(Protocol):
     """Trains one trial. ``summary`` describes the data and device for the run's header.
     ``chance``, where the trainer has it, is the validation metric of a model that learned
-    nothing (``hpsearch.chance``); a trainer without it is never pruned for that."""
+    nothing (``hpsearch.chance``); a trainer without it is never pruned for that.
+    ``images_per_epoch``, where the trainer has it, makes the steps that trials report (and the
+    pruner's rungs) training images seen, not epochs (``hpsearch.algorithms``)."""
 
     summary: str
     chance: float | None
+    images_per_epoch: int | None
 
     def __call__(self, ctx: TrialContext) -> float:
         """Train the trial of ``ctx``; return the best epoch's metric."""
@@ -111,6 +123,7 @@ class Objective:
         self.last_trial: int | None = None
         # --pruner none (and every replicate) trains each trial to its end, at chance or not.
         self.floor = getattr(trainer, "chance", None) if cfg.pruner != "none" else None
+        self.images_per_epoch = getattr(trainer, "images_per_epoch", None)
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.last_trial = trial.number
@@ -153,10 +166,23 @@ class Objective:
         trial.set_user_attr("seed", seed)
         progress.start(trial)
         values: list[float] = []
+        checks = ()
+        if self.images_per_epoch:  # the unit of the trial's steps, for whoever reads them back
+            trial.set_user_attr("images_per_epoch", self.images_per_epoch)
+            if REPLICATE_KEY not in trial.user_attrs:  # replicates are never pruned
+                checks = tuple(rung_steps(cfg.pruner, self.images_per_epoch, epochs))
 
-        def on_epoch(epoch: int, value: float, train_loss: float, seconds: float) -> None:
+        def on_check(images: int, value: float) -> None:
             with interrupts.deferred():
-                trial.report(value, epoch)
+                trial.report(value, images)
+                progress.check(trial, images, value)
+                prune = trial.should_prune()
+            if prune:
+                raise optuna.TrialPruned(f"pruned at {images:,} images (epoch {images / self.images_per_epoch:.2f})")
+
+        def on_epoch(epoch: int, value: float, train_loss: float, seconds: float, images: int | None = None) -> None:
+            with interrupts.deferred():
+                trial.report(value, images if images is not None else epoch)
                 ctx.epoch_seconds.append(seconds)
                 progress.epoch(trial, epoch, value, train_loss, seconds)
                 values.append(value)
@@ -169,7 +195,9 @@ class Objective:
                 why = chance.reason(best, self.floor, epoch) if stuck else f"pruned at epoch {epoch}"
                 raise optuna.TrialPruned(why)
 
-        ctx = TrialContext(trial, params, seed, epochs, on_epoch, functools.partial(progress.batch, trial.number))
+        ctx = TrialContext(
+            trial, params, seed, epochs, on_epoch, functools.partial(progress.batch, trial.number), checks, on_check
+        )
         return ctx
 
 

@@ -126,6 +126,15 @@ class Progress:
             "epoch",
         )
 
+    def check(self, trial: optuna.Trial, images: int, value: float) -> None:
+        """The validation metric at a pruner's rung inside an epoch."""
+        per_epoch = trial.user_attrs.get("images_per_epoch") or images
+        self.say(
+            f"  {self.trial_name(trial.number)} at {images:,} images (epoch {images / per_epoch:.2f}): "
+            f"{self.cfg.spec.metric} {value:.4f}",
+            "epoch",
+        )
+
     def batch(self, number: int, what: str, done: int, total: int) -> None:
         """Within a pass of trial ``number``: ``done`` of its ``total`` batches launched
         (``hpsearch.train.OnBatch``). Called for every batch, so all but a due line is one

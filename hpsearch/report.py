@@ -24,7 +24,7 @@ from hpsearch.atomic import replacing
 from hpsearch.notes import importance_caveat
 from hpsearch.progress import format_spread
 from hpsearch.spec import StudySpec
-from hpsearch.study import baseline_trial, best_trial
+from hpsearch.study import baseline_trial, best_trial, epochs_reported
 
 SECTIONS = {
     "history": "Optimisation history",
@@ -110,17 +110,23 @@ def _learning_curves(study: optuna.Study, metric: str) -> go.Figure:
         ]
         if t.state != TrialState.COMPLETE:
             roles.append(t.state.name.lower())
-        epochs = sorted(t.intermediate_values)
+        curve = epochs_reported(t)
+        epochs = sorted(curve)
         fig.add_trace(
             go.Scatter(
                 x=epochs,
-                y=[t.intermediate_values[e] for e in epochs],
+                y=[curve[e] for e in epochs],
                 mode="lines+markers",
                 name=f"trial {t.number}" + (f" ({', '.join(roles)})" if roles else ""),
                 line={"width": 4 if {"baseline", "best"} & set(roles) else 1.5},
             )
         )
-    return fig.update_layout(xaxis_title="epoch", yaxis_title=metric, showlegend=True, legend_title_text="trial")
+    return fig.update_layout(
+        xaxis_title="epoch (training images seen / training split)",
+        yaxis_title=metric,
+        showlegend=True,
+        legend_title_text="trial",
+    )
 
 
 def _slices(study: optuna.Study, metric: str) -> str:

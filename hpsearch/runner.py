@@ -99,7 +99,7 @@ def prepare(cfg: RunConfig, device: str | None = None) -> tuple[Trainer, optuna.
         cfg.study_name,
         create=True,
         sampler=make_sampler(cfg.sampler, seed, cfg.fixed, cfg.spec.baseline),
-        pruner=make_pruner(cfg.pruner, cfg.epochs),
+        pruner=make_pruner(cfg.pruner, cfg.epochs, getattr(trainer, "images_per_epoch", None)),
         heartbeat=cfg.heartbeat,
         on_create=lambda new: enqueue_baseline(new, cfg.spec, cfg.fixed),
     )

@@ -158,3 +158,17 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
         return study.best_trial
     except ValueError:
         return None
+
+
+def epochs_reported(trial: FrozenTrial) -> dict[float, float]:
+    """The trial's intermediate values by epoch (fractional at a pruner's rung inside one):
+    steps are training images seen where the trial stored ``images_per_epoch``, else epochs."""
+    per_epoch = trial.user_attrs.get("images_per_epoch")
+    if not per_epoch:
+        return dict(trial.intermediate_values)
+    return {step / per_epoch: value for step, value in trial.intermediate_values.items()}
+
+
+def epochs_trained(trial: FrozenTrial) -> int:
+    """How many whole epochs the trial reported."""
+    return sum(1 for epoch in epochs_reported(trial) if float(epoch).is_integer())

@@ -30,6 +30,8 @@ from hpsearch.tasks import Task
 
 # on_batch(what, done, total): ``done`` of the ``total`` batches of the pass ``what`` are launched.
 OnBatch = Callable[[str, int, int], None]
+# on_check(images, value): the validation metric after ``images`` training images, within an epoch.
+OnCheck = Callable[[int, float], None]
 
 
 class Diverged(Exception):
@@ -46,6 +48,7 @@ class EpochResult:
     train_loss: float
     value: float  # the validation metric
     seconds: float
+    images: int  # training images seen by the end of the epoch, counted as epoch x training split
 
 
 @dataclass
@@ -149,9 +152,22 @@ def build_model(
 
 
 def _train_epoch(
-    model, train: Split, recipe: Recipe, batch_loss, optimizer, scheduler, generator, on_batch: OnBatch, what: str
+    model,
+    train: Split,
+    recipe: Recipe,
+    batch_loss,
+    optimizer,
+    scheduler,
+    generator,
+    on_batch: OnBatch,
+    what: str,
+    seen: int = 0,
+    checks: list[int] | None = None,
+    check: Callable[[int], None] = lambda images: None,
 ) -> torch.Tensor:
-    """One pass over a fresh permutation; returns the mean training loss as a device scalar."""
+    """One pass over a fresh permutation; returns the mean training loss as a device scalar.
+    ``seen`` images came before it; each point of ``checks`` (images seen, ascending) that a
+    batch before the pass's last one reaches is taken off the list and handed to ``check``."""
     n = len(train)
     batch_size = min(recipe.batch_size, n)
     steps = n // batch_size  # drop the ragged tail: BatchNorm cannot train on a batch of one
@@ -175,6 +191,12 @@ def _train_epoch(
         # Counts batches launched, not finished: on a GPU the host runs ahead by at most the
         # launch queue, and waiting for the device here would cost the sync this loop avoids.
         on_batch(what, step + 1, steps)
+        seen += batch_size
+        if checks and seen >= checks[0] and step + 1 < steps:  # the epoch's end reports anyway
+            point = checks.pop(0)
+            while checks and seen >= checks[0]:
+                point = checks.pop(0)
+            check(point)
     return loss_sum / steps
 
 
@@ -213,6 +235,8 @@ def fit(
     recipe: Recipe,
     on_epoch: Callable[[EpochResult], None] = lambda r: None,
     on_batch: OnBatch = lambda what, done, total: None,
+    checks: Iterable[int] = (),
+    on_check: OnCheck = lambda images, value: None,
 ) -> FitResult:
     """Train ``model`` (already on the data's device) by ``recipe``; return the best epoch.
 
@@ -222,6 +246,14 @@ def fit(
     called as each pass starts (``done`` 0) and after each of its batches, ``what`` naming the
     pass (``"epoch 2/20"``); it runs once per batch, so it must be cheap. Raises ``Diverged``
     at the end of the first epoch whose training loss or validation outputs are not finite.
+
+    ``checks`` are points within the epochs, in training images seen (the first epoch ends at
+    the size of the training split), where the validation metric is taken too and handed to
+    ``on_check(point, value)``, which may raise like ``on_epoch``: the pruner's rungs that lie
+    inside an epoch. Each costs a validation pass and a host sync; a point is taken after the
+    first batch that reaches it (at most one batch late) and reported at the point itself, so
+    that trials of any batch size compare at the same steps. A point at an epoch's end is that
+    epoch's report.
 
     What a model may bring: ``model.penalty(batch_size) -> scalar`` is added to every
     training batch's loss (not to the validation metric); the recipe's ``stages`` name the
@@ -256,6 +288,15 @@ def fit(
     optimizer = _optimizer(recipe, model.parameters(), device)
     scheduler = _scheduler(recipe, optimizer, len(data.train) // min(recipe.batch_size, len(data.train)))
     result = FitResult(best_value=task.worst(), best_epoch=0)
+    pending = sorted(checks)
+
+    def check(point: int) -> None:
+        values, non_finite = evaluate(model, data.val, task, recipe.noise_sigma)
+        total, non_finite = torch.stack([values.sum(), non_finite.double()]).tolist()  # a sync, at a rung only
+        if non_finite:
+            raise Diverged(epoch, f"{int(non_finite)} non-finite outputs")
+        on_check(point, total / len(data.val))
+
     for epoch in range(1, recipe.epochs + 1):
         started = time.perf_counter()
         mean_loss = _train_epoch(
@@ -268,7 +309,12 @@ def fit(
             generator,
             on_batch,
             f"epoch {epoch}/{recipe.epochs}",
+            (epoch - 1) * len(data.train),
+            pending,
+            check,
         )
+        while pending and pending[0] <= epoch * len(data.train):
+            pending.pop(0)
         values, non_finite = evaluate(model, data.val, task, recipe.noise_sigma)
         total = values.sum()
         # The one host sync of the epoch.
@@ -278,7 +324,8 @@ def fit(
             raise Diverged(
                 epoch, mean_loss if not math.isfinite(mean_loss) else f"{int(non_finite)} non-finite outputs"
             )
-        epoch_result = EpochResult(epoch, mean_loss, total / len(data.val), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        epoch_result = EpochResult(epoch, mean_loss, total / len(data.val), seconds, epoch * len(data.train))
         result.history.append(epoch_result)
         if task.better(epoch_result.value, result.best_value):
             result.best_value, result.best_epoch = epoch_result.value, epoch

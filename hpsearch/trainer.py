@@ -47,6 +47,7 @@ class TorchTrainer:
             standardize=spec.standardize,
         )
         self.precision = cfg.precision
+        self.images_per_epoch = len(self.data.train)  # trials report their steps in images seen
         self.chance = spec.task.chance(self.data.train.x, self.data.val.x, len(self.data.classes))
         self.summary = (
             f"{len(self.data.train)} train / {len(self.data.val)} validation images on {self.device}, {self.precision}"
@@ -75,7 +76,7 @@ class TorchTrainer:
         ctx.model_text = str(model)
         recipe = spec.recipe(ctx.params, epochs=ctx.epochs, seed=ctx.seed, precision=self.precision)
         try:
-            result = fit(model, self.data, recipe, _epochs_to(ctx), ctx.on_batch)
+            result = fit(model, self.data, recipe, _epochs_to(ctx), ctx.on_batch, ctx.checks, ctx.on_check)
         except Diverged as exc:
             raise optuna.TrialPruned(f"diverged: {exc}") from None
         trial.set_user_attr("best_epoch", result.best_epoch)
@@ -90,4 +91,4 @@ class TorchTrainer:
 
 
 def _epochs_to(ctx: TrialContext):
-    return lambda result: ctx.on_epoch(result.epoch, result.value, result.train_loss, result.seconds)
+    return lambda result: ctx.on_epoch(result.epoch, result.value, result.train_loss, result.seconds, result.images)

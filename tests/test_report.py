@@ -16,7 +16,7 @@ from PIL import Image
 
 from hpsearch import registry
 from hpsearch.cli import main
-from hpsearch.study import open_study
+from hpsearch.study import epochs_reported, open_study
 
 pytest.importorskip("plotly", reason="plotly (which draws the report's figures) is not installed")
 from hpsearch.report import SECTIONS, write_report  # noqa: E402
@@ -93,8 +93,9 @@ def test_the_learning_curves_have_a_legend_naming_each_trial_and_the_baseline(re
         f"trial {t.number}" + (f" ({', '.join(labels[t.number])})" if t.number in labels else "") for t in study.trials
     ]
     for trace, trial in zip(traces, study.trials, strict=True):  # each named line is that trial's curve
-        assert trace["x"] == sorted(trial.intermediate_values)
-        assert trace["y"] == [trial.intermediate_values[e] for e in sorted(trial.intermediate_values)]
+        curve = epochs_reported(trial)
+        assert trace["x"] == sorted(curve)
+        assert trace["y"] == [curve[e] for e in sorted(curve)]
 
 
 def test_a_pruned_trials_curve_says_so(tmp_path):

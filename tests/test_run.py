@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from hpsearch import models, registry, search
 from hpsearch.cli import main
 from hpsearch.progress import Progress
+from hpsearch.study import epochs_reported
 
 SPEC = registry.get("fashion-lenet")
 FAST = [*"--set c1=4 --set c2=8 --set c3=32 --set batch_size=64".split()]
@@ -48,7 +49,7 @@ def test_run_stores_every_trial_with_per_epoch_values(fashion_root, tmp_path, ca
     study = optuna.load_study(study_name="fashion-lenet", storage=url)
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
-    assert all(sorted(t.intermediate_values) == [1, 2] for t in trials)
+    assert all(sorted(epochs_reported(t)) == [1, 2] for t in trials)  # steps: images seen
     assert all(t.value == max(t.intermediate_values.values()) for t in trials)
     # Trial 0 is the report's configuration (with the --set values on top).
     expected = {**SPEC.baseline, "c1": 4, "c2": 8, "c3": 32, "batch_size": 64}
@@ -116,12 +117,12 @@ def test_a_trial_that_learns_nothing_is_pruned_in_every_bracket_with_its_reason(
     monkeypatch.setattr(models, "create", lambda name, **kw: Silent(real_create(name, **kw)))
     args = ["--epochs", "4", "--seed", "0", "--data-dir", str(fashion_root), *FAST]
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    # Hyperband alone would let both run all 4 epochs: each is the first trial of its bracket.
+    # ASHA alone would let both run all 4 epochs: the second ties the first at every rung.
     assert run_cli("--trials", "2", "--storage", url, *args) == 0
     trials = optuna.load_study(study_name="fashion-lenet", storage=url).get_trials()
     assert [t.state for t in trials] == [TrialState.PRUNED] * 2
     for t in trials:
-        assert sorted(t.intermediate_values) == [1, 2]
+        assert sorted(epochs_reported(t)) == [0.25, 0.75, 1, 2]  # ASHA's rungs, then the epochs
         assert re.fullmatch(
             r"pruned at epoch 2: learned nothing \(best 0\.\d{4}, chance 0\.1000\)", t.user_attrs["ended"]
         )
@@ -129,7 +130,7 @@ def test_a_trial_that_learns_nothing_is_pruned_in_every_bracket_with_its_reason(
     url = f"sqlite:///{tmp_path / 'unpruned.db'}"
     assert run_cli("--trials", "1", "--pruner", "none", "--storage", url, *args) == 0
     (trial,) = optuna.load_study(study_name="fashion-lenet", storage=url).get_trials()
-    assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == [1, 2, 3, 4]
+    assert trial.state == TrialState.COMPLETE and sorted(epochs_reported(trial)) == [1, 2, 3, 4]
 
 
 def test_chance_is_one_over_the_classes_or_the_mse_of_the_mean_image():
