@@ -3,10 +3,13 @@ that went into trials ending below a bar (50 % validation accuracy by default), 
 the storage's own trial timestamps.
 
     python benchmarks/first_hour.py --storage sqlite:///runs/lenet.db --study fashion-lenet [--minutes 60] [--human V]
+        [--paused FROM TO ...]
 
-Time is wall time of a single worker (one trial at a time): each trial's share is the part
-of its start-to-end span inside the window. A trial still running at the window's end
-counts with what it had by then (its best value so far decides which side it falls on).
+Time is the search's wall time from its first trial's start, less the spans given by
+``--paused`` (UTC, ``2026-12-07T21:51:26``): a run that was stopped and resumed counts the
+time it ran, not the time between. Each trial's share is the part of its start-to-end span
+inside the window. A trial still running at the window's end counts with what it had by then
+(its best value so far decides which side it falls on).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from datetime import datetime, timedelta
 import optuna
 from optuna.trial import TrialState
 
+from hpsearch.study import epochs_trained
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -24,6 +29,15 @@ def main() -> None:
     parser.add_argument("--study", required=True)
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--bar", type=float, default=0.5, help="a trial below this best value learned little")
+    parser.add_argument(
+        "--paused",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("FROM", "TO"),
+        type=datetime.fromisoformat,
+        help="a span in which the run was stopped (UTC); repeatable",
+    )
     parser.add_argument(
         "--human",
         type=float,
@@ -35,13 +49,26 @@ def main() -> None:
     if not started:
         raise SystemExit("no trial has started")
     t0 = min(t.datetime_start for t in started)
-    end = min(t0 + timedelta(minutes=args.minutes), datetime.now())
+    pauses = sorted((a, b) for a, b in args.paused if b > a)
+
+    def running(a: datetime, b: datetime) -> float:
+        """Seconds between ``a`` and ``b`` that the run was not paused."""
+        if b <= a:
+            return 0.0
+        paused = sum(max(0.0, (min(b, p1) - max(a, p0)).total_seconds()) for p0, p1 in pauses)
+        return (b - a).total_seconds() - paused
+
+    end = t0 + timedelta(minutes=args.minutes)
+    for p0, p1 in pauses:  # the window's end moves by every pause that starts inside it
+        if p0 < end:
+            end += p1 - p0
+    end = min(end, datetime.now())
     finished, spent, below, rows = 0, 0.0, 0.0, []
     for t in sorted(started, key=lambda t: t.number):
         stop = min(t.datetime_complete or end, end)
         if t.datetime_start >= end:
             continue
-        seconds = max(0.0, (stop - t.datetime_start).total_seconds())
+        seconds = running(t.datetime_start, stop)
         values = list(t.intermediate_values.values())
         best = max(values) if values else None
         in_window = t.datetime_complete is not None and t.datetime_complete <= end
@@ -50,9 +77,10 @@ def main() -> None:
         spent += seconds
         if best is not None and best < args.bar:
             below += seconds
-        rows.append((t.number, t.state.name, len(values), best, seconds))
-    window = (end - t0).total_seconds() / 60
-    print(f"study {args.study}: first {window:.1f} minutes from the first trial's start")
+        rows.append((t.number, t.state.name, epochs_trained(t), best, seconds))
+    window = running(t0, end) / 60
+    paused = f", less {len(pauses)} pause(s)" if pauses else ""
+    print(f"study {args.study}: first {window:.1f} minutes from the first trial's start{paused}")
     print("trial  state     epochs  best     seconds in window")
     for number, state, epochs, best, seconds in rows:
         best_text = f"{best:.4f}" if best is not None else "-"
@@ -67,7 +95,7 @@ def main() -> None:
         beaten = sorted((t.datetime_complete, t.number, t.value) for t in complete if t.value > args.human)
         if beaten:
             when, number, value = beaten[0]
-            minutes = (when - t0).total_seconds() / 60
+            minutes = running(t0, when) / 60
             print(f"time to beat {args.human:g}: {minutes:.1f} min (trial {number}, {value:.4f})")
         else:
             print(f"time to beat {args.human:g}: not in the {window:.0f} minutes")
