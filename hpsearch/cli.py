@@ -187,10 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--jobs",
         type=_positive_int,
-        default=1,
         metavar="K",
-        help="worker processes on this host sharing the study (default: 1); with several GPUs, "
-        "one GPU each, round-robin",
+        help="worker processes on this host sharing the study (default: $HPSEARCH_JOBS, else 2 on a CPU of "
+        "2+ cores, each with half the threads, else 1); with several GPUs, one GPU each, round-robin",
     )
     run.add_argument(
         "--keep-weights",

@@ -3,6 +3,8 @@ them). A command returns an exit status, or None for 0; bad input raises UsageEr
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,7 +39,7 @@ def _run_config(args, spec, trials: int, device: str | None = None):
         train_csv=args.train_csv,
         artifacts=args.artifacts,
         heartbeat=args.heartbeat,
-        jobs=args.jobs,
+        jobs=args.jobs or 1,
     )
 
 
@@ -47,8 +49,11 @@ def cmd_run(args) -> int | None:
     if args.slurm and workers.worker_index() is None:  # the workers run on the cluster's nodes
         return slurm.submit(_run_config(args, registry.get(args.study), args.trials, device="cpu"), args)
     cfg = _run_config(args, registry.get(args.study), args.trials)
-    if args.jobs > 1 and workers.worker_index() is None:
-        return workers.launch(cfg, args.argv)
+    if args.jobs is None:
+        cfg = dataclasses.replace(cfg, jobs=workers.default_jobs(cfg.device))
+    if cfg.jobs > 1 and workers.worker_index() is None:
+        why = "" if args.jobs else f" (the default on a CPU of {os.cpu_count()} cores; --jobs 1 for one worker)"
+        return workers.launch(cfg, args.argv, why)
     runner.run(cfg)
     return None
 

@@ -132,7 +132,7 @@ def _executor(cfg, args):
     """submitit's executor for the array, once the input is known to be fit for SLURM."""
     from hpsearch.storage import mask
 
-    if args.jobs > 1:
+    if args.jobs and args.jobs > 1:
         raise UsageError("--jobs with --slurm: each SLURM task is one worker; ask for more tasks with --slurm K")
     if cfg.storage_url.startswith("sqlite"):  # sqlite:// and sqlite+driver://
         raise UsageError(

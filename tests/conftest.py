@@ -23,6 +23,9 @@ def training_device() -> str:
 
 
 def pytest_configure(config):
+    # `hpsearch run` starts two workers on a CPU by default; the suite's runs stay in one process
+    # (their monkeypatches act there), unless a test says otherwise (test_workers.py).
+    os.environ["HPSEARCH_JOBS"] = "1"
     name = training_device()
     if name == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything initialises CUDA

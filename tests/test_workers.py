@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 FAST = [*"--set c1=4 --set c2=8 --set c3=32 --set batch_size=64".split()]
@@ -54,6 +55,30 @@ def test_three_workers_on_the_default_sqlite_file_finish_exactly_n(fashion_root,
     )
     assert again.returncode == 0 and "6/6 trials finished" in again.stdout
     assert_exactly(f"sqlite:///{tmp_path / 'hpsearch.db'}", 6)
+
+
+def test_a_run_on_a_cpu_of_two_cores_starts_two_one_thread_workers_by_default(fashion_root, tmp_path, monkeypatch):
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("the default is one worker on a CPU of one core")
+    monkeypatch.delenv("HPSEARCH_JOBS")
+    cores = os.cpu_count()
+    proc = run_jobs(
+        [*"--trials 4 --epochs 1 --seed 0 --subset 300 --device cpu --data-dir".split(), str(fashion_root), *FAST],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first == (
+        f"starting 2 workers on cpu, {cores // 2} CPU thread(s) each "
+        f"(the default on a CPU of {cores} cores; --jobs 1 for one worker)"
+    )
+    assert "2 workers done: 4/4 trials finished" in proc.stdout
+    assert_exactly(f"sqlite:///{tmp_path / 'hpsearch.db'}", 4)
+    monkeypatch.setenv("HPSEARCH_JOBS", "1")  # the variable sets the default: one process, no launcher
+    proc = run_jobs(
+        [*"--trials 5 --epochs 1 --seed 0 --subset 300 --data-dir".split(), str(fashion_root), *FAST], tmp_path
+    )
+    assert proc.returncode == 0 and "starting" not in proc.stdout and "[worker" not in proc.stdout, proc.stdout
 
 
 def test_bad_input_is_reported_once_not_by_every_worker(tmp_path):
