@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 
 from hpsearch import data, models
-from hpsearch.train import Diverged, Recipe, fit
+from hpsearch.train import RUNG_VAL_IMAGES, Diverged, Recipe, fit, rung_split
 
 
 def test_fit_learns_and_reports_every_epoch(fashion_root, device):
@@ -15,6 +15,32 @@ def test_fit_learns_and_reports_every_epoch(fashion_root, device):
     assert [r.epoch for r in seen] == [1, 2, 3]
     assert result.best_value == max(r.value for r in seen)
     assert result.best_value > 0.8  # the synthetic classes are learnable; chance is 0.1
+
+
+def test_rungs_inside_an_epoch_are_scored_on_a_fixed_part_of_the_validation_split(fashion_root, device):
+    loaded = data.load("fashion_mnist", device, fashion_root)
+    n = len(loaded.train)
+    torch.manual_seed(0)
+    model = models.create("lenet5", channels=[6, 16, 32], activation="relu", pooling="max").to(device)
+    checks, epochs = [], []
+    points = [n // 4, 3 * n // 4, n, 2 * n + n // 4]  # the one at the epoch's end is that epoch's report
+    fit(
+        model,
+        loaded,
+        Recipe(epochs=3, batch_size=50, lr=3e-3),
+        epochs.append,
+        checks=points,
+        on_check=lambda *c: checks.append(c),
+    )
+    assert [images for images, _ in checks] == [n // 4, 3 * n // 4, 2 * n + n // 4]
+    assert [r.images for r in epochs] == [n, 2 * n, 3 * n]
+    assert all(0.0 <= value <= 1.0 for _, value in checks)
+
+    sorted_by_class = data.Split(torch.arange(10000.0).view(-1, 1, 1, 1), torch.arange(10000) // 1000)
+    part = rung_split(sorted_by_class)
+    assert len(part) == RUNG_VAL_IMAGES == 2500 and part.y.bincount().tolist() == [250] * 10  # every class kept
+    small = data.Split(torch.zeros(1020, 1, 1, 1), torch.zeros(1020, dtype=torch.long))
+    assert rung_split(small) is small  # a split of 2,500 or fewer is scored whole
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse_softmax", "multi_margin"])
