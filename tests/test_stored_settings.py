@@ -112,7 +112,7 @@ def test_the_replicate_lines_count_this_commands_replicates_and_their_own_pace(t
 def test_a_retried_search_trial_trains_for_the_runs_epochs(tmp_path):
     url = f"sqlite:///{tmp_path / 'noisy.db'}"
     cmd = [sys.executable, "-m", "hpsearch", "run", NOISY, "--pruner", "none", "--seed", "5", "--storage", url]
-    env = {**os.environ, "NOISY_EPOCH_SECONDS": "0.5"}
+    env = {**os.environ, "NOISY_EPOCH_SECONDS": "2"}  # trial 1 is seen mid-training for 2 s
     proc = subprocess.Popen(
         [*cmd, "--trials", "3", "--epochs", "2"],
         env=env,
