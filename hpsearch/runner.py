@@ -102,6 +102,7 @@ def prepare(cfg: RunConfig, device: str | None = None) -> tuple[Trainer, optuna.
         pruner=make_pruner(cfg.pruner, cfg.epochs, getattr(trainer, "images_per_epoch", None)),
         heartbeat=cfg.heartbeat,
         on_create=lambda new: enqueue_baseline(new, cfg.spec, cfg.fixed),
+        steps="images" if getattr(trainer, "images_per_epoch", None) else "epochs",
     )
     return trainer, study
 

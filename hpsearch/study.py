@@ -22,6 +22,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # that created the study, after its first trial is queued, so that it also means "ready".
 MADE_BY = "hpsearch_study"
 SPACE = "space"  # the parameters and distributions of the space that made the study
+STEPS = "steps"  # the unit of the trials' steps: "images" (seen in training) or "epochs"
 # How long a process that finds a study without MADE_BY and without trials waits for its
 # creator to finish (a study made outside hpsearch, e.g. by 'optuna create-study', waits once).
 READY_SECONDS = 5.0
@@ -38,6 +39,7 @@ def open_study(
     heartbeat: int = HEARTBEAT_SECONDS,
     run_as: str | None = None,
     on_create: Callable[[optuna.Study], None] | None = None,
+    steps: str | None = None,
 ) -> optuna.Study:
     """Load the study (or create it when ``create``), refusing one made for another metric or
     by another study file, and (when ``create``: trials will be written) one whose space the
@@ -46,7 +48,12 @@ def open_study(
 
     ``on_create(study)`` runs once per study, in the one process that created it, before any
     other process opening it with ``create`` goes on: what it enqueues is trial 0, once, however
-    many workers start together."""
+    many workers start together.
+
+    ``steps`` is the unit of the steps that this run's trials report (``"images"`` seen or
+    ``"epochs"``): a search into a study whose trials reported the other is refused, since its
+    pruner's rungs and TPE's ranking of pruned trials would mix the two. For a study made before
+    the unit was stored, its trials tell (``images_per_epoch``)."""
     if not create and storage_absent(storage_url):  # reading makes no database file
         raise UsageError(
             f"no study {study_name!r} in {mask(storage_url)} (no such file); start one with 'hpsearch run "
@@ -68,7 +75,11 @@ def open_study(
             study_id = storage.get_study_id_from_name(study_name)
     if not made_here:
         _check(spec, storage, study_id, study_name, storage_url, create)
+        if create and steps is not None:
+            _check_steps(storage, study_id, f"study {study_name!r} in {mask(storage_url)}", steps)
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+    if create and steps is not None and STEPS not in study.user_attrs:  # before the study is signed ready
+        study.set_user_attr(STEPS, steps)
     if create and MADE_BY not in study.user_attrs:
         # This process made the study, or it was made outside hpsearch (or by a process that
         # died before its first trial): queue the first trial, then sign the study.
@@ -120,6 +131,19 @@ def _check(spec: StudySpec, storage, study_id: int, study_name: str, url: str, w
         raise UsageError(
             f"{where} was made with another search space (changed since: {', '.join(changed)}); its trials would mix "
             "two spaces: choose another --study-name for the study file as it is now"
+        )
+
+
+def _check_steps(storage, study_id: int, where: str, steps: str) -> None:
+    stored = storage.get_study_user_attrs(study_id).get(STEPS)
+    if stored is None:  # a study stored before the unit was: its trials tell
+        reported = [t for t in storage.get_all_trials(study_id, deepcopy=False) if t.intermediate_values]
+        if reported:
+            stored = "images" if any("images_per_epoch" in t.user_attrs for t in reported) else "epochs"
+    if stored is not None and stored != steps:
+        raise UsageError(
+            f"{where} holds trials whose steps are {stored}, and this run's trials report {steps}: the pruner "
+            "would compare the two; choose another --study-name (show, report, export and confirm still read it)"
         )
 
 

@@ -2,6 +2,7 @@
 and proposals that never repeat a running trial's point. On the curve stand-in study (a known
 learning curve in images seen, 1000 images an epoch) and on the sampler alone."""
 
+import sqlite3
 import warnings
 from pathlib import Path
 
@@ -43,6 +44,27 @@ def test_the_default_pruner_prunes_at_images_seen_rungs(tmp_path):
     for t in complete:
         assert sorted(t.intermediate_values) == sorted(RUNGS + epochs_ends)
         assert t.user_attrs["images_per_epoch"] == PER_EPOCH
+
+
+def test_a_study_whose_trials_reported_epochs_is_not_searched_in_images(tmp_path, capsys):
+    """A study stored before steps were images seen (no ``steps`` attribute, trials without
+    ``images_per_epoch``) would mix the units in the pruner's rungs: refused in one line. One
+    stored between the two (trials with ``images_per_epoch``) goes on."""
+    db = tmp_path / "curve.db"
+    url = f"sqlite:///{db}"
+    search(url, 3)
+    with sqlite3.connect(db) as conn:  # as 0f25453 left a study: the unit only on its trials
+        conn.execute("DELETE FROM study_user_attributes WHERE key = 'steps'")
+    assert len(search(url, 4)) == 4
+    with sqlite3.connect(db) as conn:  # as every study before images seen
+        conn.execute("DELETE FROM study_user_attributes WHERE key = 'steps'")
+        conn.execute("DELETE FROM trial_user_attributes WHERE key = 'images_per_epoch'")
+    capsys.readouterr()
+    assert hpsearch(f"run {CURVE} --trials 6 --storage", url) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "steps are epochs, and this run's trials report images" in err[0], err
+    assert len(optuna.load_study(study_name="curve", storage=url).trials) == 4  # nothing written
+    assert hpsearch(f"show {CURVE} --storage", url) == 0
 
 
 def promoted(value, competing):
