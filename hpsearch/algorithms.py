@@ -29,9 +29,12 @@ ASHA_FIRST_RUNG = 0.25  # epochs
 ASHA_REDUCTION = 3
 
 
+def _first_rung(images_per_epoch: int) -> int:
+    return max(1, round(ASHA_FIRST_RUNG * images_per_epoch))
+
+
 def _asha(epochs: int, images_per_epoch: int) -> pruners.BasePruner:
-    first = max(1, round(ASHA_FIRST_RUNG * images_per_epoch))
-    return pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=ASHA_REDUCTION)
+    return pruners.SuccessiveHalvingPruner(min_resource=_first_rung(images_per_epoch), reduction_factor=ASHA_REDUCTION)
 
 
 # name -> the pruner, for trials of at most ``epochs`` epochs whose steps count
@@ -78,7 +81,7 @@ def rung_steps(name: str, images_per_epoch: int, epochs: int) -> list[int]:
     Only ``asha`` has rungs finer than an epoch."""
     if name != "asha":
         return []
-    step, steps = max(1, round(ASHA_FIRST_RUNG * images_per_epoch)), []
+    step, steps = _first_rung(images_per_epoch), []
     while step < epochs * images_per_epoch:
         if step % images_per_epoch:
             steps.append(step)
